@@ -1,0 +1,191 @@
+"""The ``dfwe`` command line: parse, validate, call the library; nothing else lives here.
+
+Exit codes: 0 success; 2 bad input (one line on stderr naming the file, key or value); 1 internal error.
+argparse rather than typer/click: the command contracts take several values after one option
+(``--weights 0.2 0.8``, ``--seeds 0 1 2``, ``--sources a b``), which click options cannot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from dfwe.errors import BadInput
+
+DEFAULT_FRIENDS = Path("../shared/data/friends")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"dfwe: error: {message} (see dfwe {self.prog.split()[-1]} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--set {pair}: expected KEY=VALUE, e.g. --set search.budget=20")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    from dfwe.report.write import results_table
+
+    print(results_table(results["methods"]))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from dfwe.config import demo_config_path, load_config
+    from dfwe.pipeline import run
+
+    config = load_config(demo_config_path(), _overrides(args.set))
+    results = run(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    _print_table(results)
+    print(f"\nresults, report and merged model in {args.out}/")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from dfwe.config import load_config
+    from dfwe.pipeline import run
+
+    overrides = _overrides(args.set)
+    if args.data_dir is not None:
+        overrides["data.data_dir"] = str(args.data_dir)
+    config = load_config(args.config, overrides)
+    results = run(config, args.out, resume=args.resume, overwrite=args.overwrite, expert_cache=args.expert_cache)
+    _print_table(results)
+    print(f"\nresults, report and merged model in {args.out}/")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from dfwe.bench import run_bench, summary_table
+    from dfwe.config import friends_config_path, load_config
+
+    overrides = {**_overrides(args.set), "data.data_dir": str(args.data_dir), "data.target": args.target,
+                 "data.sources": list(args.sources), "data.shots": args.shots}
+    config = load_config(args.config or friends_config_path(), overrides)
+    results = run_bench(config, list(args.seeds), args.out, resume=args.resume, overwrite=args.overwrite,
+                        expert_cache=args.expert_cache)
+    print(summary_table(results["summary"]))
+    print(f"\nper-seed runs, results.json and report.md in {args.out}/")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from dfwe.merge.apply import merge_checkpoints
+
+    merge_checkpoints(args.checkpoints, args.weights, args.out, base=args.base, method=args.method,
+                      granularity=args.granularity, block_size=args.block_size)
+    print(f"merged model written to {args.out}/ (mergekit recipe in {args.out}/mergekit.yaml)")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from dfwe.config import SearchConfig, validated
+    from dfwe.search.standalone import search_checkpoints
+
+    settings = validated(SearchConfig, {"optimizer": args.optimizer, "budget": args.budget, "space": args.space,
+                                        "granularity": args.granularity, "block_size": args.block_size,
+                                        "objective": args.objective}, "search")
+    results = search_checkpoints(args.checkpoints, args.dev, settings, args.seed, args.out, resume=args.resume,
+                                 base=args.base)
+    print(json.dumps(results["search"] | {"trace": None, "best_so_far": None}, default=str))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from dfwe.eval.evaluate import evaluate_model
+
+    scores = evaluate_model(args.model_dir, args.task, args.split)
+    print(json.dumps(scores, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dfwe", description="Derivative Free Weight-space Ensembling")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def outputs(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", type=Path, required=True, help="output directory")
+        p.add_argument("--resume", action="store_true", help="continue the run already in --out")
+        p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set search.budget=20 (repeatable)")
+
+    p = sub.add_parser("demo", help="the whole method on the built-in offline suite (minutes on a laptop CPU)")
+    outputs(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="the whole method from a YAML config")
+    p.add_argument("config", type=Path)
+    p.add_argument("--data-dir", type=Path, help="override data.data_dir")
+    p.add_argument("--expert-cache", type=Path, help="share trained experts across runs through this folder")
+    outputs(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="every baseline and dfwe, every seed, mean and std")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_FRIENDS)
+    p.add_argument("--target", default="meld_emotion")
+    p.add_argument("--sources", nargs="+", default=["meld_sentiment", "emorynlp_emotion"])
+    p.add_argument("--shots", type=int, default=32)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--config", type=Path, help="base config (default: configs/friends.yaml)")
+    p.add_argument("--expert-cache", type=Path, help="share trained experts across benchmarks (e.g. k=8 and k=32)")
+    outputs(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("merge", help="apply weights to checkpoints and write a model")
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.add_argument("--weights", type=float, nargs="+", required=True,
+                   help="one weight per checkpoint, or groups x checkpoints values for --granularity")
+    p.add_argument("--base", type=Path, help="common base checkpoint (task arithmetic)")
+    p.add_argument("--method", default="linear", choices=["linear", "task_arithmetic"])
+    p.add_argument("--granularity", default="model", choices=["model", "layer", "block", "kind"])
+    p.add_argument("--block-size", type=int, default=2)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("search", help="search merge weights for fine-tuned checkpoints on a dev file")
+    p.add_argument("checkpoints", type=Path, nargs="+")
+    p.add_argument("--dev", type=Path, required=True, help="dev examples (JSONL, Friends or text format)")
+    p.add_argument("--budget", type=int, default=60)
+    p.add_argument("--optimizer", default="cma")
+    p.add_argument("--space", default="simplex")
+    p.add_argument("--granularity", default="model")
+    p.add_argument("--block-size", type=int, default=2)
+    p.add_argument("--objective", default="loss")
+    p.add_argument("--base", type=Path, help="common base checkpoint (task_arithmetic space)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--resume", action="store_true", help="continue the search journalled in --out")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("evaluate", help="score a saved model on a task split")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--task", type=Path, required=True, help="task folder with train/dev/test.jsonl")
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BadInput as error:
+        print(f"dfwe: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dfwe: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Run configuration: frozen pydantic models, YAML in and out.
+
+Every artefact dfwe writes carries the resolved config it came from (``config.yaml`` in the output
+directory and ``"config"`` in ``results.json``), so a result can always be traced to its settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dfwe.errors import BadInput
+
+Metric = Literal["loss", "accuracy", "weighted_f1", "macro_f1"]
+OptimizerName = Literal["cma", "ngopt", "random", "optuna-tpe", "optuna-cma", "nelder-mead"]
+SpaceName = Literal["simplex", "affine", "box", "task_arithmetic"]
+Granularity = Literal["model", "layer", "block", "kind"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TrainConfig(_Frozen):
+    """One fine-tuning recipe; experts and target fine-tunes each get one."""
+
+    lr: float = Field(5e-5, gt=0)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    # "best" keeps the epoch with the best dev score (dev only, never test); "last" keeps the final one.
+    select: Literal["best", "last"] = "best"
+    select_metric: Metric = "loss"
+    patience: int | None = Field(None, ge=1)
+    # Epochs at the start with the body frozen and only the head trained (LP-FT); 0 turns it off.
+    head_warmup_epochs: int = Field(0, ge=0)
+
+
+class SyntheticConfig(_Frozen):
+    """The built-in offline task suite (see :mod:`dfwe.data.synthetic`)."""
+
+    train_size: int = Field(1500, ge=50)
+    dev_size: int = Field(300, ge=20)
+    test_size: int = Field(600, ge=20)
+    vocab_per_label: int = Field(12, ge=2)
+    filler_words: int = Field(80, ge=5)
+
+
+class DataConfig(_Frozen):
+    """Which tasks, how many shots, how text becomes tokens."""
+
+    data_dir: Path | None = None
+    synthetic: SyntheticConfig | None = None
+    target: str
+    sources: list[str] = Field(min_length=1)
+    shots: int = Field(32, ge=1)
+    dev_shots: int | None = Field(None, ge=1)
+    max_length: int = Field(128, ge=8)
+    context_turns: int = Field(3, ge=0)
+    source_max_examples: int | None = Field(None, ge=1)
+    source_dev_max_examples: int = Field(500, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source_of_tasks(self) -> "DataConfig":
+        if (self.data_dir is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of data.data_dir (task folders) or data.synthetic (the built-in suite)")
+        if self.target in self.sources:
+            raise ValueError(f"target '{self.target}' is also listed as a source")
+        return self
+
+    @property
+    def resolved_dev_shots(self) -> int:
+        return self.dev_shots if self.dev_shots is not None else self.shots
+
+
+class TinyModelConfig(_Frozen):
+    """A small BERT built in code, for the demo and tests."""
+
+    hidden_size: int = Field(64, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(128, ge=8)
+    # masked-LM steps on the suite's unlabelled train text, so the base is a pretrained model (0: random init)
+    pretrain_steps: int = Field(600, ge=0)
+
+
+class ModelConfig(_Frozen):
+    """The pretrained encoder: ``minilm`` (all-MiniLM-L6-v2 from PyPI), ``tiny``, or a local folder."""
+
+    base: str = "minilm"
+    tiny: TinyModelConfig = TinyModelConfig()
+    trust_remote_code: bool = False
+
+
+class ExpertsConfig(_Frozen):
+    """Source experts: one per source task, plus one multitask expert over all of them."""
+
+    train: TrainConfig = TrainConfig(lr=5e-5, epochs=2, batch_size=32)
+    multitask: bool = True
+
+
+class TargetConfig(_Frozen):
+    """The few-sample fine-tune every ingredient gets."""
+
+    train: TrainConfig = TrainConfig(lr=5e-5, epochs=15, batch_size=16)
+    include_base: bool = True
+
+
+class SearchConfig(_Frozen):
+    """The derivative-free search over interpolation weights."""
+
+    optimizer: OptimizerName = "cma"
+    budget: int = Field(60, ge=1)
+    space: SpaceName = "simplex"
+    granularity: Granularity = "model"
+    block_size: int = Field(2, ge=1)
+    objective: Metric = "loss"
+    # The objective is scored on dev only. Anything else is refused: test data never steers a choice.
+    objective_split: Literal["dev"] = "dev"
+    penalty: Literal["none", "l1", "uniform", "anchor"] = "none"
+    penalty_strength: float = Field(0.0, ge=0)
+    sigma0: float = Field(0.3, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+    @field_validator("objective_split", mode="before")
+    @classmethod
+    def _dev_only(cls, value: Any) -> Any:
+        if value != "dev":
+            raise ValueError(f"'{value}' is not allowed: the search objective uses dev data only")
+        return value
+
+
+class EvalConfig(_Frozen):
+    """Scoring: which official split is held out for the final scores, batch size, bootstrap resamples.
+
+    ``split: dev`` scores on the official dev split instead of test: use it while developing a method, so
+    that test data never steers a choice (the few-sample dev set is drawn from train, so both are disjoint).
+    """
+
+    split: Literal["test", "dev"] = "test"
+    batch_size: int = Field(64, ge=1)
+    bootstrap: int = Field(1000, ge=0)
+
+
+class RunConfig(_Frozen):
+    """Everything one run of the whole method needs."""
+
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    experts: ExpertsConfig = ExpertsConfig()
+    target: TargetConfig = TargetConfig()
+    search: SearchConfig = SearchConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def _one_line(error: ValidationError, origin: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    more = f"; {error.error_count() - 1} more problem(s)" if error.error_count() > 1 else ""
+    return f"{origin}: {key}: {first['msg']}{shown}{more}"
+
+
+Model = TypeVar("Model", bound=BaseModel)
+_PACKAGED = Path(__file__).parent / "configs"
+
+
+def validated(model: type[Model], raw: dict[str, Any], origin: str) -> Model:
+    """Validate ``raw`` into ``model``; the first problem becomes a one-line :class:`BadInput`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise BadInput(_one_line(error, origin)) from None
+
+
+def config_from_dict(raw: dict[str, Any], origin: str = "config") -> RunConfig:
+    """Validate a plain dict into a :class:`RunConfig`; bad values raise :class:`BadInput`."""
+    return validated(RunConfig, raw, origin)
+
+
+def demo_config_path() -> Path:
+    """The built-in demo's config (also at ``configs/demo.yaml`` in the repository)."""
+    return _PACKAGED / "demo.yaml"
+
+
+def friends_config_path() -> Path:
+    """The real benchmark's default config (also at ``configs/friends.yaml``)."""
+    return _PACKAGED / "friends.yaml"
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config, apply dotted-key overrides (``{"data.shots": 8}``) and validate it."""
+    if not path.is_file():
+        raise BadInput(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise BadInput(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    return config_from_dict(raw, origin=str(path))
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``raw["a"]["b"] = value`` for ``dotted == "a.b"``, creating mappings on the way."""
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """A JSON/YAML-ready dict of the resolved config (paths as strings)."""
+    return config.model_dump(mode="json")
+
+
+def dump_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved config as YAML."""
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,0 +1,67 @@
+"""Seeded few-sample draws.
+
+Both the few-sample target train set and the few-sample dev set come from the task's *train* split,
+disjoint from each other; the official dev and test splits are never touched.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from dfwe.data.tasks import Example, Task
+from dfwe.errors import BadInput
+
+
+@dataclass(frozen=True)
+class FewShotSplit:
+    """The few-sample sets one seed sees."""
+
+    train: tuple[Example, ...]
+    dev: tuple[Example, ...]
+
+
+def draw_per_class(
+    pool: Sequence[Example], labels: Sequence[str], counts: Sequence[int], rng: np.random.Generator
+) -> list[tuple[Example, ...]]:
+    """Draw ``counts[j]`` disjoint sets of examples per label from ``pool``, without replacement.
+
+    Draws happen label by label in the order of ``labels``, each a prefix of one seeded permutation, so
+    the result depends only on the pool's order, the counts and the generator's state.
+    """
+    by_label: dict[str, list[Example]] = defaultdict(list)
+    for example in pool:
+        by_label[example.label].append(example)
+    draws: list[list[Example]] = [[] for _ in counts]
+    for label in labels:
+        members = by_label.get(label, [])
+        if len(members) < sum(counts):
+            raise BadInput(
+                f"label '{label}' has {len(members)} train examples, fewer than the {sum(counts)} needed "
+                f"({' + '.join(map(str, counts))} per class); lower data.shots / data.dev_shots"
+            )
+        order = rng.permutation(len(members))
+        start = 0
+        for draw, count in zip(draws, counts):
+            draw.extend(members[i] for i in order[start : start + count])
+            start += count
+    return [tuple(draw) for draw in draws]
+
+
+def few_shot_split(task: Task, shots: int, dev_shots: int, seed: int) -> FewShotSplit:
+    """k examples per class for target train and a separate k' per class for dev, both from train."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    train, dev = draw_per_class(task.splits["train"], task.labels, [shots, dev_shots], rng)
+    return FewShotSplit(train=train, dev=dev)
+
+
+def subsample(examples: Sequence[Example], limit: int | None, seed: int) -> tuple[Example, ...]:
+    """A seeded random subset of at most ``limit`` examples (all of them when ``limit`` is None)."""
+    if limit is None or limit >= len(examples):
+        return tuple(examples)
+    rng = np.random.default_rng([seed, 0x5AB])
+    keep = np.sort(rng.choice(len(examples), size=limit, replace=False))
+    return tuple(examples[i] for i in keep)

@@ -1,0 +1,46 @@
+"""Baselines that reuse the fine-tuned ingredients: soups, the logit ensemble, the best single model.
+
+Pure functions over dev scores and a soup-scoring callable, so each rule is testable on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def uniform_weights(count: int) -> np.ndarray:
+    """The plain average of ``count`` ingredients."""
+    return np.full(count, 1.0 / count)
+
+
+def best_single(dev_scores: Sequence[float]) -> int:
+    """Index of the ingredient with the highest dev score (the first one on ties)."""
+    return int(np.argmax(dev_scores))
+
+
+def greedy_soup(dev_scores: Sequence[float], soup_score: Callable[[np.ndarray], float]) -> np.ndarray:
+    """Wortsman et al.'s greedy soup: visit ingredients by decreasing dev score, starting from the best,
+    and keep one only if the uniform average with it *strictly* improves the dev score.
+
+    ``soup_score(weights)`` scores a uniform soup given as weights over all ingredients (higher is better).
+    """
+    order = np.argsort(-np.asarray(dev_scores, dtype=float), kind="stable")
+    kept = [int(order[0])]
+    best = float(dev_scores[order[0]])
+    for candidate in order[1:]:
+        trial = np.zeros(len(dev_scores))
+        trial[[*kept, int(candidate)]] = 1.0 / (len(kept) + 1)
+        score = soup_score(trial)
+        if score > best:
+            kept.append(int(candidate))
+            best = score
+    weights = np.zeros(len(dev_scores))
+    weights[kept] = 1.0 / len(kept)
+    return weights
+
+
+def logit_ensemble(logits: Sequence[np.ndarray]) -> np.ndarray:
+    """The average of all models' logits (costs one forward pass per model at inference)."""
+    return np.mean(np.stack(logits), axis=0)

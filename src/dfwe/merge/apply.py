@@ -1,0 +1,52 @@
+"""``dfwe merge``: apply given weights to checkpoints and write the merged model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dfwe.errors import BadInput
+from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
+from dfwe.merge.methods import coefficients
+from dfwe.merge.space import WeightSpace
+from dfwe.models import load_classifier, load_tokenizer, save_tensors
+
+
+def weight_matrix(values: Sequence[float], groups: int, ingredients: int) -> np.ndarray:
+    """Reshape a flat weight list to ``[groups, ingredients]`` (one row is shared by all groups)."""
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise BadInput(f"--weights: {values} holds NaN or Inf")
+    if array.size == ingredients:
+        return np.broadcast_to(array, (groups, ingredients)).copy()
+    if array.size == groups * ingredients:
+        return array.reshape(groups, ingredients)
+    raise BadInput(f"--weights: got {array.size} values for {ingredients} checkpoints; give {ingredients}"
+                   + (f" (or {groups} groups x {ingredients} = {groups * ingredients})" if groups > 1 else ""))
+
+
+def merge_checkpoints(paths: Sequence[Path], weights: Sequence[float], out_dir: Path, base: Path | None = None,
+                      method: str = "linear", granularity: str = "model", block_size: int = 2) -> Path:
+    """Merge ``paths`` with ``weights`` (``method`` linear or task_arithmetic) and write ``out_dir``.
+
+    A transformers folder in gives a transformers folder out (plus ``dfwe.json`` and ``mergekit.yaml``);
+    bare ``.safetensors`` files in give ``out_dir/model.safetensors``.
+    """
+    space = WeightSpace.from_checkpoints(list(paths), base=base)
+    space.set_grouping(granularity, block_size)
+    matrix = weight_matrix(weights, space.grouping.size, space.num_ingredients)
+    merged_coefficients = coefficients(method, matrix, space.has_base)
+    names = [str(p) for p in paths]
+    if (Path(paths[0]) / "config.json").is_file():
+        model = load_classifier(Path(paths[0]))
+        space.bind(model)
+        space.merge(merged_coefficients)
+        export_merged(model, load_tokenizer(Path(paths[0])), out_dir, matrix, names, method, space.grouping.labels)
+    else:
+        space.merge(merged_coefficients)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_tensors(space.state_dict(), out_dir / "model.safetensors")
+    write_mergekit_yaml(out_dir / "mergekit.yaml", mergekit_config(space, matrix, list(paths), method, base))
+    return out_dir

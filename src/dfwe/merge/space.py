@@ -1,0 +1,239 @@
+"""The weight space: N checkpoints held once as one stacked ``[rows, parameters]`` tensor.
+
+A candidate merge is a matrix of coefficients ``[groups, rows]``; :meth:`WeightSpace.merge` writes
+``sum_r c[g, r] * theta_r`` for every parameter of group ``g`` straight into a flat buffer whose slices
+*are* the live model's parameters, so scoring a candidate rebuilds and reloads nothing. Each merge is
+one matrix-vector product per contiguous run of same-group parameters, reading the stacked storage once
+and writing the live buffer once: the memory traffic floor of ``(rows + 1) x parameters`` values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from dfwe.errors import BadInput
+from dfwe.merge.groups import Grouping, make_grouping
+
+_CHUNK = 1 << 22  # values per row converted at a time when storage is bfloat16
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """Where one named tensor lives in the flat layout."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def checkpoint_files(path: Path) -> list[Path]:
+    """The safetensors file(s) of a checkpoint: a ``.safetensors`` file or a transformers folder."""
+    if path.is_file() and path.suffix == ".safetensors":
+        return [path]
+    if path.is_dir():
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return [path / shard for shard in shards]
+        if (path / "model.safetensors").is_file():
+            return [path / "model.safetensors"]
+        raise BadInput(f"{path}: no model.safetensors in this folder (dfwe reads safetensors checkpoints only)")
+    raise BadInput(f"{path}: checkpoint not found (give a transformers folder or a .safetensors file)")
+
+
+def read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``name -> (shape, dtype)`` for the floating-point tensors of a checkpoint, without loading them."""
+    header = {}
+    for file in checkpoint_files(path):
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                sliced = handle.get_slice(name)
+                dtype = sliced.get_dtype()
+                if dtype in ("F32", "F16", "BF16", "F64"):
+                    header[name] = (tuple(sliced.get_shape()), dtype)
+    return header
+
+
+def check_compatible(paths: Sequence[Path]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Check that every checkpoint has the same tensor names, shapes and dtypes; return the first header."""
+    reference = read_header(paths[0])
+    for path in paths[1:]:
+        header = read_header(path)
+        for name in reference.keys() | header.keys():
+            if name not in header:
+                raise BadInput(f"tensor '{name}' is in {paths[0]} but missing from {path}")
+            if name not in reference:
+                raise BadInput(f"tensor '{name}' is in {path} but missing from {paths[0]}")
+            if header[name][0] != reference[name][0]:
+                raise BadInput(f"tensor '{name}' has shape {list(reference[name][0])} in {paths[0]} "
+                               f"but {list(header[name][0])} in {path}")
+            if header[name][1] != reference[name][1]:
+                raise BadInput(f"tensor '{name}' has dtype {reference[name][1]} in {paths[0]} "
+                               f"but {header[name][1]} in {path}")
+    return reference
+
+
+def _check_finite(tensor: torch.Tensor, name: str, origin: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise BadInput(f"tensor '{name}' in {origin} holds NaN or Inf values")
+
+
+class WeightSpace:
+    """Stacked checkpoints plus a live flat buffer that a model's parameters point into.
+
+    Rows are the ingredients in order, then (optionally) a ``base`` row, the common starting point that
+    task arithmetic measures task vectors from.
+    """
+
+    def __init__(self, slots: Sequence[TensorSlot], stacked: torch.Tensor, ingredients: Sequence[str],
+                 has_base: bool = False):
+        self.slots = tuple(slots)
+        self.stacked = stacked
+        self.ingredients = tuple(ingredients)
+        self.has_base = has_base
+        self.live = torch.zeros(stacked.shape[1], dtype=torch.float32, device=stacked.device)
+        self._convert = (torch.empty((stacked.shape[0], min(_CHUNK, stacked.shape[1])), dtype=torch.float32,
+                                     device=stacked.device) if stacked.dtype != torch.float32 else None)
+        self.set_grouping("model")
+
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_state_dicts(cls, states: Sequence[Mapping[str, torch.Tensor]], ingredients: Sequence[str],
+                         base: Mapping[str, torch.Tensor] | None = None, device: str | torch.device = "cpu",
+                         storage_dtype: torch.dtype = torch.float32) -> "WeightSpace":
+        """Stack in-memory state dicts (all with the names and shapes of the first)."""
+        rows = [*states, *([base] if base is not None else [])]
+        names = [n for n, t in states[0].items() if t.is_floating_point()]
+        slots = _layout([(n, tuple(states[0][n].shape)) for n in names])
+        stacked = torch.empty((len(rows), slots[-1].offset + slots[-1].numel), dtype=storage_dtype, device=device)
+        labels = [*ingredients, *(["base"] if base is not None else [])]
+        for r, (state, label) in enumerate(zip(rows, labels)):
+            for slot in slots:
+                if slot.name not in state:
+                    raise BadInput(f"tensor '{slot.name}' is missing from ingredient '{label}'")
+                tensor = state[slot.name]
+                if tuple(tensor.shape) != slot.shape:
+                    raise BadInput(f"tensor '{slot.name}' has shape {list(slot.shape)} in '{labels[0]}' "
+                                   f"but {list(tensor.shape)} in '{label}'")
+                _check_finite(tensor, slot.name, f"ingredient '{label}'")
+                stacked[r, slot.offset : slot.offset + slot.numel].copy_(tensor.reshape(-1))
+        return cls(slots, stacked, ingredients, has_base=base is not None)
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[Path], base: Path | None = None, device: str | torch.device = "cpu",
+                         storage_dtype: torch.dtype = torch.float32) -> "WeightSpace":
+        """Stack checkpoints read memory-mapped, tensor by tensor, after checking they are compatible."""
+        if len(paths) < 1:
+            raise BadInput("give at least one checkpoint")
+        all_paths = [*paths, *([base] if base is not None else [])]
+        header = check_compatible(all_paths)
+        slots = _layout([(n, header[n][0]) for n in sorted(header, key=_natural_key)])
+        stacked = torch.empty((len(all_paths), slots[-1].offset + slots[-1].numel), dtype=storage_dtype,
+                              device=device)
+        by_name = {slot.name: slot for slot in slots}
+        for r, path in enumerate(all_paths):
+            for file in checkpoint_files(path):
+                with safe_open(str(file), framework="pt") as handle:
+                    for name in handle.keys():
+                        if name in by_name:
+                            slot = by_name[name]
+                            tensor = handle.get_tensor(name)
+                            _check_finite(tensor, name, str(path))
+                            stacked[r, slot.offset : slot.offset + slot.numel].copy_(tensor.reshape(-1))
+        return cls(slots, stacked, [str(p) for p in paths], has_base=base is not None)
+
+    # ---------------------------------------------------------------------------------------- structure
+    @property
+    def num_ingredients(self) -> int:
+        return len(self.ingredients)
+
+    @property
+    def names(self) -> list[str]:
+        return [slot.name for slot in self.slots]
+
+    def set_grouping(self, granularity: str, block_size: int = 1) -> Grouping:
+        """Choose which parameters share a weight; merges then take ``[grouping.size, rows]`` coefficients."""
+        self.grouping = make_grouping(self.names, granularity, block_size)
+        runs: list[tuple[int, int, int]] = []  # (group, start, end) over maximal same-group stretches
+        for slot, group in zip(self.slots, self.grouping.index):
+            end = slot.offset + slot.numel
+            if runs and runs[-1][0] == group and runs[-1][2] == slot.offset:
+                runs[-1] = (group, runs[-1][1], end)
+            else:
+                runs.append((group, slot.offset, end))
+        self._runs = tuple(runs)
+        return self.grouping
+
+    # ------------------------------------------------------------------------------------------ merging
+    def bind(self, model: torch.nn.Module) -> None:
+        """Make every parameter of ``model`` that the space holds a view into the live buffer."""
+        params = dict(model.named_parameters())
+        missing = [slot.name for slot in self.slots if slot.name not in params]
+        if missing:
+            raise BadInput(f"model has no parameter '{missing[0]}' that the checkpoints hold")
+        for slot in self.slots:
+            param = params[slot.name]
+            if tuple(param.shape) != slot.shape:
+                raise BadInput(f"model parameter '{slot.name}' has shape {list(param.shape)}, "
+                               f"checkpoints hold {list(slot.shape)}")
+            view = self.live[slot.offset : slot.offset + slot.numel].view(slot.shape)
+            view.copy_(param.detach())
+            param.data = view
+
+    def merge(self, coefficients: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Write the merge ``coefficients`` (``[groups, rows]`` or ``[rows]``) into the live buffer."""
+        coefficients = torch.as_tensor(coefficients, dtype=torch.float32, device=self.live.device)
+        if coefficients.ndim == 1:
+            coefficients = coefficients.expand(self.grouping.size, -1)
+        if tuple(coefficients.shape) != (self.grouping.size, self.stacked.shape[0]):
+            raise BadInput(f"weights have shape {list(coefficients.shape)}, this space needs "
+                           f"[{self.grouping.size}, {self.stacked.shape[0]}] (groups x rows)")
+        if not torch.isfinite(coefficients).all():
+            raise BadInput("weights hold NaN or Inf values")
+        for group, start, end in self._runs:
+            row = coefficients[group : group + 1]
+            if self._convert is None:
+                torch.matmul(row, self.stacked[:, start:end], out=self.live[start:end].view(1, -1))
+                continue
+            for chunk in range(start, end, self._convert.shape[1]):
+                stop = min(chunk + self._convert.shape[1], end)
+                buffer = self._convert[:, : stop - chunk]
+                buffer.copy_(self.stacked[:, chunk:stop])
+                torch.matmul(row, buffer, out=self.live[chunk:stop].view(1, -1))
+        return self.live
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The live buffer as named tensors (views, no copy)."""
+        return {slot.name: self.live[slot.offset : slot.offset + slot.numel].view(slot.shape) for slot in self.slots}
+
+    def row_state(self, row: int) -> dict[str, torch.Tensor]:
+        """One stacked row (an ingredient, or the base) as named float32 tensors."""
+        return {slot.name: self.stacked[row, slot.offset : slot.offset + slot.numel].view(slot.shape).float()
+                for slot in self.slots}
+
+
+def _natural_key(name: str) -> list:
+    """Sort ``layer.10`` after ``layer.9`` (safetensors files list names alphabetically)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _layout(named_shapes: Sequence[tuple[str, tuple[int, ...]]]) -> list[TensorSlot]:
+    slots, offset = [], 0
+    for name, shape in named_shapes:
+        slots.append(TensorSlot(name, tuple(shape), offset))
+        offset += slots[-1].numel
+    if not slots:
+        raise BadInput("checkpoints hold no floating-point tensors")
+    return slots

@@ -1,0 +1,157 @@
+"""The whole method, top to bottom: data, experts, target fine-tunes, weight space, search, evaluation, report.
+
+Every choice (expert epochs, greedy-soup membership, the best single model, the searched weights) is
+made on dev data; the test split is read once, at the end, to report scores.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from dfwe.config import RunConfig, config_to_dict
+from dfwe.data.encode import EncodedSet
+from dfwe.data.prepare import PreparedData, prepare_data
+from dfwe.eval.baselines import best_single, greedy_soup, logit_ensemble, uniform_weights
+from dfwe.eval.metrics import bootstrap_intervals, score_logits
+from dfwe.eval.predict import predict_logits
+from dfwe.io import atomic_write_json, claim_output_dir
+from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
+from dfwe.merge.methods import coefficients
+from dfwe.merge.space import WeightSpace
+from dfwe.models import load_classifier, resolve_device
+from dfwe.report.write import HEADLINE, write_report
+from dfwe.search.objective import DevFold
+from dfwe.search.run import search_weights
+from dfwe.train.experts import train_experts
+from dfwe.train.target import MULTITASK_FT, fine_tune_ingredients
+
+
+def _merged_logits(space: WeightSpace, model, method: str, weights: np.ndarray, data: EncodedSet,
+                   batch_size: int) -> np.ndarray:
+    space.merge(coefficients(method, weights, space.has_base))
+    return predict_logits(model, data, batch_size)
+
+
+def _method_entry(dev_logits: np.ndarray, test_logits: np.ndarray, data: PreparedData, bootstrap: int, seed: int,
+                  **extra: Any) -> dict[str, Any]:
+    classes = len(data.target.labels)
+    test_gold = data.target_test.labels.numpy()
+    return {
+        "dev": score_logits(dev_logits, data.target_dev.labels.numpy(), classes),
+        "test": score_logits(test_logits, test_gold, classes),
+        "test_ci": bootstrap_intervals(test_gold, test_logits.argmax(axis=1), classes, bootstrap, seed),
+        **extra,
+    }
+
+
+def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool = False,
+        expert_cache: Path | None = None) -> dict[str, Any]:
+    """Run the whole method as ``config`` says and write every artefact into ``out_dir``.
+
+    Inputs are read and checked before ``out_dir`` is touched, so bad input never harms an earlier run.
+    Returns the results dict that is also written to ``results.json``.
+    """
+    timing: dict[str, float] = {}
+    clock = time.perf_counter()
+    work = out_dir / "work"
+
+    def prepare() -> PreparedData:
+        return prepare_data(config.data, config.model, config.seed, work, config.eval.split)
+
+    data = prepare() if config.data.synthetic is None else None  # real data: validated before anything is written
+    claim_output_dir(out_dir, config_to_dict(config), resume, overwrite)
+    data = data or prepare()
+    device = resolve_device(config.device)
+    timing["data"] = time.perf_counter() - clock
+
+    # ---- experts: one per source task, plus the multitask expert
+    clock = time.perf_counter()
+    experts = train_experts(data, config.data, config.experts.train, config.experts.multitask, config.seed, device,
+                            expert_cache or work / "experts")
+    timing["experts"] = time.perf_counter() - clock
+
+    # ---- target fine-tune of every expert and of the pretrained model, one shared head init
+    clock = time.perf_counter()
+    ingredients = fine_tune_ingredients(data, experts, config.target.train, config.target.include_base, config.seed,
+                                        device, work / "ingredients")
+    timing["target"] = time.perf_counter() - clock
+
+    # ---- the weight space: ingredients stacked once, merged in place into one live model
+    clock = time.perf_counter()
+    names = list(ingredients.names)
+    space = WeightSpace.from_checkpoints(list(ingredients.folders), base=ingredients.base_init, device=device)
+    model = load_classifier(ingredients.folders[0]).to(device)
+    space.bind(model)
+    batch_size = config.eval.batch_size
+
+    def logits(weights: np.ndarray, split: EncodedSet, method: str = "linear") -> np.ndarray:
+        return _merged_logits(space, model, method, weights, split, batch_size)
+
+    # ---- dev-only choices: each ingredient, the soups, the searched weights
+    one_hot = np.eye(len(names))
+    dev_logits = [logits(one_hot[i], data.target_dev) for i in range(len(names))]
+    dev_gold = data.target_dev.labels.numpy()
+    classes = len(data.target.labels)
+    dev_scores = [score_logits(lg, dev_gold, classes)[HEADLINE] for lg in dev_logits]
+    best = best_single(dev_scores)
+    greedy = greedy_soup(dev_scores, lambda w: score_logits(logits(w, data.target_dev), dev_gold, classes)[HEADLINE])
+    search_space, search = search_weights([DevFold(space, model, data.target_dev)], config.search, config.seed,
+                                          journal_path=out_dir / "journal.sqlite")
+    dfwe_weights = search.best.weights
+    timing["search"] = time.perf_counter() - clock
+
+    # ---- test: read once, to report
+    clock = time.perf_counter()
+    test = data.target_test
+    test_logits = [logits(one_hot[i], test) for i in range(len(names))]
+
+    def entry(dev_lg: np.ndarray, test_lg: np.ndarray, **extra: Any) -> dict[str, Any]:
+        return _method_entry(dev_lg, test_lg, data, config.eval.bootstrap, config.seed, **extra)
+
+    methods: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(names):
+        methods[name] = entry(dev_logits[i], test_logits[i], weights=one_hot[i].tolist(), ingredients=names)
+    methods["best-expert-ft"] = {**methods[names[best]], "selected": names[best]}
+    for label, weights in (("uniform-soup", uniform_weights(len(names))), ("greedy-soup", greedy)):
+        methods[label] = entry(logits(weights, data.target_dev), logits(weights, test), weights=weights.tolist(),
+                               ingredients=names)
+    methods["logit-ensemble"] = entry(logit_ensemble(dev_logits), logit_ensemble(test_logits), ingredients=names)
+    dfwe_test = logits(dfwe_weights, test, search_space.method)
+    dfwe_dev = logits(dfwe_weights, data.target_dev, search_space.method)  # leaves the dfwe merge in the live model
+    methods["dfwe"] = entry(dfwe_dev, dfwe_test, weights=np.atleast_2d(dfwe_weights).tolist(), ingredients=names,
+                            groups=list(space.grouping.labels), method=search_space.method)
+    timing["evaluate"] = time.perf_counter() - clock
+
+    # ---- artefacts: merged model, mergekit recipe, results, report
+    export_merged(model, data.tokenizer, out_dir / "merged", dfwe_weights, names, search_space.method,
+                  space.grouping.labels)
+    base = ingredients.base_init if search_space.method == "task_arithmetic" else None
+    write_mergekit_yaml(out_dir / "mergekit.yaml",
+                        mergekit_config(space, dfwe_weights, ingredients.folders, search_space.method, base))
+    results = {
+        "config": config_to_dict(config),
+        "methods": methods,
+        "search": {
+            "evaluations": len(search.records),
+            "best_objective": search.best.objective,
+            "best_weights": np.atleast_2d(dfwe_weights).tolist(),
+            "optimizer": search.optimizer,
+            "seed": search.seed,
+            "objective": config.search.objective,
+            "trace": [r.objective for r in search.records],
+            "best_so_far": search.best_so_far,
+        },
+        "ingredients": names,
+        "few_shot": {"train_ids": list(data.target_train.ids), "dev_ids": list(data.target_dev.ids)},
+        "device": str(device),
+        "timing_seconds": timing,
+    }
+    if MULTITASK_FT not in methods:
+        results["note"] = "one source task: no separate multitask expert"
+    atomic_write_json(out_dir / "results.json", results)
+    write_report(out_dir, results)
+    return results
+

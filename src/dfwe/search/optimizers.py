@@ -1,0 +1,195 @@
+"""Derivative-free optimisers behind one ask/tell interface.
+
+Backends: CMA-ES (pycma), Nevergrad's NGOpt, Optuna (TPE and its CMA-ES sampler), scipy's Nelder-Mead
+(through Nevergrad's ask/tell wrapper) and seeded random search as a control. Every backend takes the
+run's seed, minimises, and may answer ``None`` from :meth:`Optimizer.ask` when it cannot propose more
+until outstanding candidates are told (CMA-ES at the end of a generation).
+
+Given the same seed and the same sequence of told values, every backend asks the same points again;
+resuming a search replays its journal through a fresh optimiser on exactly this property.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from dfwe.errors import BadInput
+from dfwe.search.spaces import SearchSpace
+
+OPTIMIZERS = ("cma", "ngopt", "random", "optuna-tpe", "optuna-cma", "nelder-mead")
+_SIMPLEX_BOX = (-4.0, 4.0)  # where bounded backends look for softmax logits
+
+
+def _box(space: SearchSpace) -> tuple[float, float]:
+    return space.bounds or _SIMPLEX_BOX
+
+
+class Optimizer:
+    """Ask/tell minimiser over ``space``'s coordinates."""
+
+    name = "base"
+
+    def __init__(self, space: SearchSpace, seed: int, budget: int, sigma0: float, workers: int = 1):
+        self.space, self.seed, self.budget, self.sigma0, self.workers = space, seed, budget, sigma0, workers
+
+    def ask(self) -> np.ndarray | None:
+        """The next point to score, or ``None`` if the backend must be told results first."""
+        raise NotImplementedError
+
+    def tell(self, x: np.ndarray, value: float) -> None:
+        """Report the objective (lower is better) of a point returned by :meth:`ask`."""
+        raise NotImplementedError
+
+
+class RandomSearch(Optimizer):
+    """Uniform samples: Dirichlet(1) weights on the simplex, uniform in the box otherwise; starts at x0."""
+
+    name = "random"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._rng = np.random.default_rng([self.seed, 0x4A4D])
+        self._asked = 0
+
+    def ask(self) -> np.ndarray:
+        self._asked += 1
+        if self._asked == 1:
+            return self.space.x0
+        if self.space.kind == "simplex":
+            weights = self._rng.dirichlet(np.ones(self.space.ingredients), size=self.space.groups)
+            return self.space.to_x(weights)
+        lo, hi = _box(self.space)
+        return self._rng.uniform(lo, hi, size=self.space.dim)
+
+    def tell(self, x: np.ndarray, value: float) -> None:
+        pass
+
+
+class CMAES(Optimizer):
+    """pycma's CMA-ES, one generation at a time; a partial last generation is simply never told."""
+
+    name = "cma"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        import cma
+
+        if self.space.dim < 2:
+            raise BadInput("optimizer 'cma' needs at least 2 search dimensions; use 'nelder-mead' or 'random'")
+        options: dict[str, Any] = {"seed": self.seed + 1, "verbose": -9}  # pycma reads seed 0 as "random"
+        if self.space.bounds is not None:
+            options["bounds"] = list(self.space.bounds)
+        self._es = cma.CMAEvolutionStrategy(self.space.x0, self.sigma0, options)
+        self._pending: list[np.ndarray] = []
+        self._told: list[tuple[np.ndarray, float]] = []
+        self._generation_size = 0
+
+    def ask(self) -> np.ndarray | None:
+        if not self._pending:
+            if self._generation_size and len(self._told) < self._generation_size:
+                return None  # the generation is out for scoring; wait for it
+            self._pending = list(self._es.ask())
+            self._generation_size, self._told = len(self._pending), []
+        return self._pending.pop(0)
+
+    def tell(self, x: np.ndarray, value: float) -> None:
+        self._told.append((np.asarray(x), value))
+        if len(self._told) == self._generation_size:
+            xs, values = zip(*self._told)
+            self._es.tell(list(xs), list(values))
+
+
+class Nevergrad(Optimizer):
+    """A Nevergrad optimiser (NGOpt by default) with a seeded parametrisation."""
+
+    name = "ngopt"
+    registry_name = "NGOpt"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        import nevergrad as ng
+
+        parametrization = ng.p.Array(init=self.space.x0)
+        if self.space.bounds is not None:
+            parametrization.set_bounds(*self.space.bounds)
+        parametrization.set_mutation(sigma=self.sigma0)
+        parametrization.random_state = np.random.RandomState(self.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._opt = ng.optimizers.registry[self.registry_name](
+                parametrization=parametrization, budget=self.budget, num_workers=self.workers)
+        self._pending: dict[bytes, Any] = {}
+
+    def ask(self) -> np.ndarray:
+        candidate = self._opt.ask()
+        x = np.asarray(candidate.value, dtype=np.float64)
+        self._pending[x.tobytes()] = candidate
+        return x
+
+    def tell(self, x: np.ndarray, value: float) -> None:
+        self._opt.tell(self._pending.pop(np.asarray(x, dtype=np.float64).tobytes()), value)
+
+
+class NelderMead(Nevergrad):
+    """scipy's Nelder-Mead, driven point by point through Nevergrad's ask/tell recast."""
+
+    name = "nelder-mead"
+    registry_name = "NelderMead"
+
+
+class Optuna(Optimizer):
+    """Optuna's ask/tell study with a seeded TPE or CMA-ES sampler over the box."""
+
+    sampler_name = "tpe"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if self.sampler_name == "tpe":
+            sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=min(10, max(2, self.budget // 5)))
+        else:
+            sampler = optuna.samplers.CmaEsSampler(seed=self.seed, sigma0=self.sigma0, x0=self._named(self.space.x0),
+                                                   warn_independent_sampling=False)
+        self._study = optuna.create_study(direction="minimize", sampler=sampler)
+        self._study.enqueue_trial(self._named(np.clip(self.space.x0, *_box(self.space))))
+        self._pending: dict[bytes, Any] = {}
+
+    def _named(self, x: np.ndarray) -> dict[str, float]:
+        return {f"x{i}": float(v) for i, v in enumerate(x)}
+
+    def ask(self) -> np.ndarray:
+        lo, hi = _box(self.space)
+        trial = self._study.ask()
+        x = np.array([trial.suggest_float(f"x{i}", lo, hi) for i in range(self.space.dim)])
+        self._pending[x.tobytes()] = trial
+        return x
+
+    def tell(self, x: np.ndarray, value: float) -> None:
+        self._study.tell(self._pending.pop(np.asarray(x, dtype=np.float64).tobytes()), value)
+
+
+class OptunaTPE(Optuna):
+    name = "optuna-tpe"
+    sampler_name = "tpe"
+
+
+class OptunaCMA(Optuna):
+    name = "optuna-cma"
+    sampler_name = "cma"
+
+
+_BACKENDS: dict[str, type[Optimizer]] = {cls.name: cls for cls in
+                                         (CMAES, Nevergrad, RandomSearch, OptunaTPE, OptunaCMA, NelderMead)}
+
+
+def make_optimizer(name: str, space: SearchSpace, seed: int, budget: int, sigma0: float = 0.3,
+                   workers: int = 1) -> Optimizer:
+    """Build a backend by name (see :data:`OPTIMIZERS`)."""
+    if name not in _BACKENDS:
+        raise BadInput(f"optimizer: unknown optimizer '{name}' (use {', '.join(OPTIMIZERS)})")
+    return _BACKENDS[name](space, seed, budget, sigma0, workers)

@@ -1,0 +1,99 @@
+"""The one fine-tuning loop: source experts and target fine-tunes both go through :func:`fine_tune`.
+
+AdamW (no decay on biases and LayerNorm), linear warm-up then linear decay, gradient clipping, seeded
+shuffling and dropout, a progress bar, and selection of the epoch with the best score on the given dev
+set (dev only: the loop never sees test data).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+
+from dfwe.config import TrainConfig
+from dfwe.data.encode import EncodedSet, train_batches
+from dfwe.eval.metrics import score_logits
+from dfwe.eval.predict import predict_logits
+from dfwe.progress import progress_bar
+
+
+@dataclass
+class TrainResult:
+    """What one fine-tune did: per-epoch history and the epoch it kept."""
+
+    kept_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def dev(self) -> dict[str, float] | None:
+        return self.history[self.kept_epoch - 1].get("dev") if self.history else None
+
+
+def _param_groups(model: PreTrainedModel, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _is_better(metric: str, new: float, old: float | None) -> bool:
+    if old is None:
+        return True
+    return new < old if metric == "loss" else new > old
+
+
+def fine_tune(model: PreTrainedModel, train: EncodedSet, dev: EncodedSet | None, recipe: TrainConfig, seed: int,
+              desc: str = "train") -> TrainResult:
+    """Fine-tune ``model`` in place on ``train``; keep the best epoch on ``dev`` when ``recipe.select == 'best'``.
+
+    A multitask set (see :func:`dfwe.data.encode.multitask`) restricts each example's softmax to its own
+    task's labels, which is how one model trains on several source tasks at once.
+    """
+    device = next(model.parameters()).device
+    rng = np.random.default_rng([seed, 0x7A1])
+    torch.manual_seed(seed)
+    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+    total_steps = steps_per_epoch * recipe.epochs
+    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total_steps), total_steps)
+
+    result = TrainResult(kept_epoch=recipe.epochs)
+    best_score, best_state = None, None
+    bar = progress_bar(total_steps, desc)
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        losses = []
+        for batch in train_batches(train, recipe.batch_size, rng):
+            batch = batch.to(device)
+            logits = batch.restrict(model(**batch.model_inputs()).logits.float())
+            loss = torch.nn.functional.cross_entropy(logits, batch.labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}")
+        record: dict = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        if dev is not None:
+            record["dev"] = score_logits(predict_logits(model, dev), dev.labels.numpy(), model.config.num_labels)
+        result.history.append(record)
+        if dev is not None and recipe.select == "best":
+            score = record["dev"][recipe.select_metric]
+            if _is_better(recipe.select_metric, score, best_score):
+                best_score, result.kept_epoch = score, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif recipe.patience is not None and epoch - result.kept_epoch >= recipe.patience:
+                break
+    bar.close()
+    if best_state is not None and result.kept_epoch != len(result.history):
+        model.load_state_dict(best_state)
+    elif recipe.select == "last":
+        result.kept_epoch = len(result.history)
+    model.eval()
+    return result

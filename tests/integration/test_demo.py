@@ -1,0 +1,75 @@
+"""``dfwe demo`` end to end at a reduced size: every artefact exists and the merged model is the dfwe model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForSequenceClassification
+
+REDUCED = ["--set", "data.synthetic.train_size=300", "--set", "data.synthetic.dev_size=60",
+           "--set", "data.synthetic.test_size=120", "--set", "model.tiny.pretrain_steps=30",
+           "--set", "experts.train.epochs=1", "--set", "target.train.epochs=3", "--set", "search.budget=6",
+           "--set", "eval.bootstrap=50"]
+METHODS = {"base-ft", "multitask-ft", "expert-ft:demo_sentiment", "expert-ft:demo_mood", "best-expert-ft",
+           "uniform-soup", "greedy-soup", "logit-ensemble", "dfwe"}
+
+
+def dfwe(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dfwe.cli", *args], capture_output=True, text=True,
+                          env={**__import__("os").environ, "DFWE_PROGRESS": "0"})
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    done = dfwe("demo", "--out", str(out), *REDUCED)
+    assert done.returncode == 0, done.stderr
+    assert "| dfwe |" in done.stdout
+    return out
+
+
+def test_every_output_exists(demo_run):
+    for name in ("results.json", "report.md", "config.yaml", "mergekit.yaml", "journal.sqlite",
+                 "plots/test_scores.png", "plots/search_trace.png", "plots/weights.png",
+                 "merged/config.json", "merged/model.safetensors", "merged/dfwe.json"):
+        assert (demo_run / name).is_file(), name
+    results = json.loads((demo_run / "results.json").read_text())
+    assert set(results["methods"]) == METHODS
+    assert results["search"]["evaluations"] == 6
+    assert results["config"]["search"]["budget"] == 6
+    for method in METHODS:
+        for split in ("dev", "test"):
+            assert 0.0 <= results["methods"][method][split]["weighted_f1"] <= 1.0
+
+
+def test_merged_folder_reloads_and_reproduces_the_dfwe_test_score(demo_run):
+    results = json.loads((demo_run / "results.json").read_text())
+    model = AutoModelForSequenceClassification.from_pretrained(str(demo_run / "merged"))
+    assert model.config.num_labels == 7
+    scored = dfwe("evaluate", str(demo_run / "merged"), "--task", str(demo_run / "work" / "data" / "demo_emotion"),
+                  "--split", "test")
+    assert scored.returncode == 0, scored.stderr
+    scores = json.loads(scored.stdout)
+    for metric in ("weighted_f1", "accuracy", "macro_f1"):
+        assert scores[metric] == pytest.approx(results["methods"]["dfwe"]["test"][metric], abs=1e-9)
+    assert json.loads((demo_run / "merged" / "dfwe.json").read_text())["weights"] == results["methods"]["dfwe"]["weights"]
+
+
+def test_second_run_into_same_out_is_refused_and_leaves_results(demo_run):
+    before = (demo_run / "results.json").read_bytes()
+    again = dfwe("demo", "--out", str(demo_run), *REDUCED)
+    assert again.returncode == 2
+    assert again.stderr.count("\n") == 1 and "--resume" in again.stderr
+    assert (demo_run / "results.json").read_bytes() == before
+
+
+def test_resume_reuses_everything_and_gives_the_same_results(demo_run):
+    before = json.loads((demo_run / "results.json").read_text())
+    again = dfwe("demo", "--out", str(demo_run), "--resume", *REDUCED)
+    assert again.returncode == 0, again.stderr
+    after = json.loads((demo_run / "results.json").read_text())
+    assert after["methods"] == before["methods"]
