@@ -19,7 +19,6 @@ from dfwe.eval.metrics import bootstrap_intervals, score_logits
 from dfwe.eval.predict import predict_logits
 from dfwe.io import atomic_write_json, claim_output_dir
 from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
-from dfwe.merge.methods import coefficients
 from dfwe.merge.space import WeightSpace
 from dfwe.models import load_classifier, resolve_device
 from dfwe.report.write import HEADLINE, write_report
@@ -31,7 +30,7 @@ from dfwe.train.target import MULTITASK_FT, fine_tune_ingredients
 
 def _merged_logits(space: WeightSpace, model, method: str, weights: np.ndarray, data: EncodedSet,
                    batch_size: int) -> np.ndarray:
-    space.merge(coefficients(method, weights, space.has_base))
+    space.apply(method, weights)
     return predict_logits(model, data, batch_size)
 
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from dfwe.errors import BadInput
 from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
-from dfwe.merge.methods import coefficients
 from dfwe.merge.space import WeightSpace
 from dfwe.models import load_classifier, load_tokenizer, save_tensors
 
@@ -37,15 +36,14 @@ def merge_checkpoints(paths: Sequence[Path], weights: Sequence[float], out_dir: 
     space = WeightSpace.from_checkpoints(list(paths), base=base)
     space.set_grouping(granularity, block_size)
     matrix = weight_matrix(weights, space.grouping.size, space.num_ingredients)
-    merged_coefficients = coefficients(method, matrix, space.has_base)
     names = [str(p) for p in paths]
     if (Path(paths[0]) / "config.json").is_file():
         model = load_classifier(Path(paths[0]))
         space.bind(model)
-        space.merge(merged_coefficients)
+        space.apply(method, matrix)
         export_merged(model, load_tokenizer(Path(paths[0])), out_dir, matrix, names, method, space.grouping.labels)
     else:
-        space.merge(merged_coefficients)
+        space.apply(method, matrix)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_tensors(space.state_dict(), out_dir / "model.safetensors")
     write_mergekit_yaml(out_dir / "mergekit.yaml", mergekit_config(space, matrix, list(paths), method, base))

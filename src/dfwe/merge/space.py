@@ -21,6 +21,7 @@ from safetensors import safe_open
 
 from dfwe.errors import BadInput
 from dfwe.merge.groups import Grouping, make_grouping
+from dfwe.merge.methods import coefficients
 
 _CHUNK = 1 << 22  # values per row converted at a time when storage is bfloat16
 
@@ -94,15 +95,20 @@ class WeightSpace:
     """Stacked checkpoints plus a live flat buffer that a model's parameters point into.
 
     Rows are the ingredients in order, then (optionally) a ``base`` row, the common starting point that
-    task arithmetic measures task vectors from.
+    task arithmetic measures task vectors from. With ``deltas`` the ingredient rows hold task vectors
+    (LoRA products, TIES/DARE-sparsified differences) rather than whole weights, and a merge is
+    ``base + sum_i w_i * row_i``.
     """
 
     def __init__(self, slots: Sequence[TensorSlot], stacked: torch.Tensor, ingredients: Sequence[str],
-                 has_base: bool = False):
+                 has_base: bool = False, deltas: bool = False):
+        if deltas and not has_base:
+            raise ValueError("a space of task-vector rows needs a base row")
         self.slots = tuple(slots)
         self.stacked = stacked
         self.ingredients = tuple(ingredients)
         self.has_base = has_base
+        self.deltas = deltas
         self.live = torch.zeros(stacked.shape[1], dtype=torch.float32, device=stacked.device)
         self._convert = (torch.empty((stacked.shape[0], min(_CHUNK, stacked.shape[1])), dtype=torch.float32,
                                      device=stacked.device) if stacked.dtype != torch.float32 else None)
@@ -116,7 +122,7 @@ class WeightSpace:
         """Stack in-memory state dicts (all with the names and shapes of the first)."""
         rows = [*states, *([base] if base is not None else [])]
         names = [n for n, t in states[0].items() if t.is_floating_point()]
-        slots = _layout([(n, tuple(states[0][n].shape)) for n in names])
+        slots = tensor_layout([(n, tuple(states[0][n].shape)) for n in names])
         stacked = torch.empty((len(rows), slots[-1].offset + slots[-1].numel), dtype=storage_dtype, device=device)
         labels = [*ingredients, *(["base"] if base is not None else [])]
         for r, (state, label) in enumerate(zip(rows, labels)):
@@ -139,7 +145,7 @@ class WeightSpace:
             raise BadInput("give at least one checkpoint")
         all_paths = [*paths, *([base] if base is not None else [])]
         header = check_compatible(all_paths)
-        slots = _layout([(n, header[n][0]) for n in sorted(header, key=_natural_key)])
+        slots = tensor_layout([(n, header[n][0]) for n in sorted(header, key=_natural_key)])
         stacked = torch.empty((len(all_paths), slots[-1].offset + slots[-1].numel), dtype=storage_dtype,
                               device=device)
         by_name = {slot.name: slot for slot in slots}
@@ -175,6 +181,21 @@ class WeightSpace:
                 runs.append((group, slot.offset, end))
         self._runs = tuple(runs)
         return self.grouping
+
+    def sparsify_(self, method: str, density: float, seed: int = 0) -> "WeightSpace":
+        """Turn ingredient rows into TIES or DARE task-vector rows (peft semantics), in place."""
+        from dfwe.merge.sparsify import sparsified_rows
+
+        if not self.has_base or self.deltas:
+            raise BadInput(f"{method} needs whole checkpoints and a base checkpoint (--base)")
+        n = self.num_ingredients
+        for index, slot in enumerate(self.slots):
+            rows = self.stacked[:, slot.offset : slot.offset + slot.numel].float()
+            vectors = (rows[:n] - rows[n]).view(n, *slot.shape)
+            self.stacked[:n, slot.offset : slot.offset + slot.numel] = (
+                sparsified_rows(vectors, method, density, seed + index).reshape(n, -1).to(self.stacked.dtype))
+        self.deltas = True
+        return self
 
     # ------------------------------------------------------------------------------------------ merging
     def bind(self, model: torch.nn.Module) -> None:
@@ -214,6 +235,10 @@ class WeightSpace:
                 torch.matmul(row, buffer, out=self.live[chunk:stop].view(1, -1))
         return self.live
 
+    def apply(self, method: str, weights: np.ndarray) -> torch.Tensor:
+        """Merge with ``method`` (see :mod:`dfwe.merge.methods`) at ``weights`` (``[groups, ingredients]``)."""
+        return self.merge(coefficients(method, weights, self.has_base, self.deltas))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The live buffer as named tensors (views, no copy)."""
         return {slot.name: self.live[slot.offset : slot.offset + slot.numel].view(slot.shape) for slot in self.slots}
@@ -229,7 +254,7 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _layout(named_shapes: Sequence[tuple[str, tuple[int, ...]]]) -> list[TensorSlot]:
+def tensor_layout(named_shapes: Sequence[tuple[str, tuple[int, ...]]]) -> list[TensorSlot]:
     slots, offset = [], 0
     for name, shape in named_shapes:
         slots.append(TensorSlot(name, tuple(shape), offset))

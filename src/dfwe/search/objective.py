@@ -19,7 +19,6 @@ from dfwe.data.encode import EncodedSet
 from dfwe.errors import BadInput
 from dfwe.eval.metrics import score_logits
 from dfwe.eval.predict import predict_logits
-from dfwe.merge.methods import coefficients
 from dfwe.merge.space import WeightSpace
 
 OBJECTIVES = ("loss", "accuracy", "weighted_f1", "macro_f1")
@@ -82,7 +81,7 @@ class Objective:
         weights = np.atleast_2d(weights)
         logits, gold = [], []
         for fold, order in zip(self.folds, self._orders):
-            fold.space.merge(coefficients(self.method, weights, fold.space.has_base))
+            fold.space.apply(self.method, weights)
             data = fold.data if fidelity >= 1.0 else fold.data.subset(order[: max(1, round(len(order) * fidelity))])
             logits.append(predict_logits(fold.model, data, self.batch_size))
             gold.append(data.labels.numpy())

@@ -15,7 +15,6 @@ from dfwe.eval.metrics import score_logits
 from dfwe.eval.predict import predict_logits
 from dfwe.io import atomic_write_json, claim_output_dir
 from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
-from dfwe.merge.methods import coefficients
 from dfwe.merge.space import WeightSpace
 from dfwe.models import load_classifier, load_tokenizer, resolve_device
 from dfwe.report.write import plot_trace
@@ -49,7 +48,7 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
     search_space, result = search_weights([DevFold(space, model, dev)], settings, seed,
                                           journal_path=out_dir / "journal.sqlite")
     best = result.best
-    space.merge(coefficients(search_space.method, best.weights, space.has_base))
+    space.apply(search_space.method, best.weights)
     dev_scores = score_logits(predict_logits(model, dev), dev.labels.numpy(), len(label_index))
     names = [str(p) for p in paths]
     export_merged(model, tokenizer, out_dir / "merged", best.weights, names, search_space.method,
