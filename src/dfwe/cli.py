@@ -94,7 +94,11 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     settings = validated(SearchConfig, {"optimizer": args.optimizer, "budget": args.budget, "space": args.space,
                                         "granularity": args.granularity, "block_size": args.block_size,
-                                        "objective": args.objective}, "search")
+                                        "objective": args.objective, "penalty": args.penalty,
+                                        "penalty_strength": args.penalty_strength,
+                                        "batch": args.batch or max(args.workers, 9 if args.halving else 1),
+                                        "workers": args.workers, "ray_address": args.ray_address,
+                                        "halving": args.halving}, "search")
     results = search_checkpoints(args.checkpoints, args.dev, settings, args.seed, args.out, resume=args.resume,
                                  base=args.base)
     print(json.dumps(results["search"] | {"trace": None, "best_so_far": None}, default=str))
@@ -159,7 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="simplex")
     p.add_argument("--granularity", default="model")
     p.add_argument("--block-size", type=int, default=2)
-    p.add_argument("--objective", default="loss")
+    p.add_argument("--objective", default="loss", help="loss, accuracy, weighted_f1 or macro_f1")
+    p.add_argument("--penalty", default="none", help="none, l1, uniform")
+    p.add_argument("--penalty-strength", type=float, default=0.0)
+    p.add_argument("--batch", type=int, default=None, help="candidates asked together (default: --workers, or 9 with --halving)")
+    p.add_argument("--workers", type=int, default=1, help="Ray workers scoring candidates in parallel")
+    p.add_argument("--ray-address", help="join this Ray cluster (default: start a local one)")
+    p.add_argument("--halving", action="store_true", help="successive halving: score on a third of dev first")
     p.add_argument("--base", type=Path, help="common base checkpoint (task_arithmetic space)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)

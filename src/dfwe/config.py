@@ -120,12 +120,21 @@ class SearchConfig(_Frozen):
     granularity: Granularity = "model"
     block_size: int = Field(2, ge=1)
     objective: Metric = "loss"
+    # Optional weighted combination, e.g. {loss: 1.0, weighted_f1: 0.5}: sum of weight x (loss, or -metric).
+    objective_weights: dict[Metric, float] | None = None
     # The objective is scored on dev only. Anything else is refused: test data never steers a choice.
     objective_split: Literal["dev"] = "dev"
     penalty: Literal["none", "l1", "uniform", "anchor"] = "none"
     penalty_strength: float = Field(0.0, ge=0)
     sigma0: float = Field(0.3, gt=0)
     batch_size: int = Field(64, ge=1)
+    # Candidates asked and scored together (journal order depends on it; workers do not).
+    batch: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1)
+    ray_address: str | None = None
+    halving: bool = False
+    halving_fraction: float = Field(0.34, gt=0, lt=1)
+    halving_eta: int = Field(3, ge=2)
 
     @field_validator("objective_split", mode="before")
     @classmethod
@@ -133,6 +142,17 @@ class SearchConfig(_Frozen):
         if value != "dev":
             raise ValueError(f"'{value}' is not allowed: the search objective uses dev data only")
         return value
+
+    @model_validator(mode="after")
+    def _halving_needs_batches(self) -> "SearchConfig":
+        if self.halving and self.batch < self.halving_eta:
+            raise ValueError(f"halving promotes the best 1/{self.halving_eta} of each batch: set batch >= "
+                             f"{self.halving_eta} (got {self.batch})")
+        return self
+
+    def journal_fingerprint(self) -> dict[str, Any]:
+        """The settings that determine which candidates are asked and how they score (not who scores them)."""
+        return self.model_dump(mode="json", exclude={"workers", "ray_address", "batch_size"})
 
 
 class EvalConfig(_Frozen):

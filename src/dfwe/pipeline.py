@@ -19,19 +19,12 @@ from dfwe.eval.metrics import bootstrap_intervals, score_logits
 from dfwe.eval.predict import predict_logits
 from dfwe.io import atomic_write_json, claim_output_dir
 from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
-from dfwe.merge.space import WeightSpace
-from dfwe.models import load_classifier, resolve_device
+from dfwe.models import resolve_device
 from dfwe.report.write import HEADLINE, write_report
-from dfwe.search.objective import DevFold
+from dfwe.search.objective import FoldSpec
 from dfwe.search.run import search_weights
 from dfwe.train.experts import train_experts
 from dfwe.train.target import MULTITASK_FT, fine_tune_ingredients
-
-
-def _merged_logits(space: WeightSpace, model, method: str, weights: np.ndarray, data: EncodedSet,
-                   batch_size: int) -> np.ndarray:
-    space.apply(method, weights)
-    return predict_logits(model, data, batch_size)
 
 
 def _method_entry(dev_logits: np.ndarray, test_logits: np.ndarray, data: PreparedData, bootstrap: int, seed: int,
@@ -81,13 +74,14 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     # ---- the weight space: ingredients stacked once, merged in place into one live model
     clock = time.perf_counter()
     names = list(ingredients.names)
-    space = WeightSpace.from_checkpoints(list(ingredients.folders), base=ingredients.base_init, device=device)
-    model = load_classifier(ingredients.folders[0]).to(device)
-    space.bind(model)
+    dev_spec = FoldSpec(tuple(ingredients.folders), data.target_dev, base=ingredients.base_init, device=config.device)
+    dev_fold = dev_spec.build()
+    space, model = dev_fold.space, dev_fold.model
     batch_size = config.eval.batch_size
 
     def logits(weights: np.ndarray, split: EncodedSet, method: str = "linear") -> np.ndarray:
-        return _merged_logits(space, model, method, weights, split, batch_size)
+        space.apply(method, weights)
+        return predict_logits(model, split, batch_size)
 
     # ---- dev-only choices: each ingredient, the soups, the searched weights
     one_hot = np.eye(len(names))
@@ -97,8 +91,8 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     dev_scores = [score_logits(lg, dev_gold, classes)[HEADLINE] for lg in dev_logits]
     best = best_single(dev_scores)
     greedy = greedy_soup(dev_scores, lambda w: score_logits(logits(w, data.target_dev), dev_gold, classes)[HEADLINE])
-    search_space, search = search_weights([DevFold(space, model, data.target_dev)], config.search, config.seed,
-                                          journal_path=out_dir / "journal.sqlite")
+    search_space, search = search_weights([dev_fold], config.search, config.seed, out_dir / "journal.sqlite",
+                                          specs=[dev_spec])
     dfwe_weights = search.best.weights
     timing["search"] = time.perf_counter() - clock
 
@@ -134,13 +128,15 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
         "config": config_to_dict(config),
         "methods": methods,
         "search": {
-            "evaluations": len(search.records),
+            "evaluations": search.candidates,
+            "full_evaluations": len(search.full),
+            "full_evaluations_saved": search.full_evaluations_saved,
             "best_objective": search.best.objective,
             "best_weights": np.atleast_2d(dfwe_weights).tolist(),
             "optimizer": search.optimizer,
             "seed": search.seed,
             "objective": config.search.objective,
-            "trace": [r.objective for r in search.records],
+            "trace": [r.objective for r in search.full],
             "best_so_far": search.best_so_far,
         },
         "ingredients": names,

@@ -10,14 +10,16 @@ and writing the live buffer once: the memory traffic floor of ``(rows + 1) x par
 from __future__ import annotations
 
 import json
+import mmap
 import re
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from dfwe.errors import BadInput
 from dfwe.merge.groups import Grouping, make_grouping
@@ -54,17 +56,59 @@ def checkpoint_files(path: Path) -> list[Path]:
     raise BadInput(f"{path}: checkpoint not found (give a transformers folder or a .safetensors file)")
 
 
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _file_header(file: Path) -> tuple[dict, int]:
+    """A safetensors file's JSON header and the byte offset where its data starts."""
+    with file.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise BadInput(f"{file}: not a safetensors file (too short)")
+        length = struct.unpack("<Q", prefix)[0]
+        try:
+            header = json.loads(handle.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadInput(f"{file}: not a safetensors file (unreadable header)") from None
+    header.pop("__metadata__", None)
+    return header, 8 + length
+
+
 def read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """``name -> (shape, dtype)`` for the floating-point tensors of a checkpoint, without loading them."""
-    header = {}
+    """``name -> (shape, dtype)`` for the floating-point tensors of a checkpoint, without reading them."""
+    out = {}
     for file in checkpoint_files(path):
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():
-                sliced = handle.get_slice(name)
-                dtype = sliced.get_dtype()
-                if dtype in ("F32", "F16", "BF16", "F64"):
-                    header[name] = (tuple(sliced.get_shape()), dtype)
-    return header
+        header, _ = _file_header(file)
+        out.update({name: (tuple(info["shape"]), info["dtype"]) for name, info in header.items()
+                    if info["dtype"] in _DTYPES})
+    return out
+
+
+def read_into(file: Path, destinations: Mapping[str, torch.Tensor]) -> None:
+    """Copy tensors of a safetensors file into ``destinations`` (flat views), through a memory map.
+
+    Each tensor is viewed in place in the map, copied (and converted) straight into its destination, and
+    its pages are then released, so reading adds at most one tensor's pages to the resident set.
+    """
+    header, start = _file_header(file)
+    page = mmap.PAGESIZE
+    with file.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        for name, destination in destinations.items():
+            if name not in header:
+                continue
+            info = header[name]
+            begin, end = (start + offset for offset in info["data_offsets"])
+            dtype = _DTYPES[info["dtype"]]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch warns that a read-only map is not writable; it is only read
+                source = torch.frombuffer(mapped, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin)
+            if not torch.isfinite(source).all():
+                raise BadInput(f"tensor '{name}' in {file.parent if file.name == 'model.safetensors' else file} "
+                               "holds NaN or Inf values")
+            destination.copy_(source)
+            del source
+            aligned = begin - begin % page
+            mapped.madvise(mmap.MADV_DONTNEED, aligned, end - aligned)
 
 
 def check_compatible(paths: Sequence[Path]) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -140,7 +184,7 @@ class WeightSpace:
     @classmethod
     def from_checkpoints(cls, paths: Sequence[Path], base: Path | None = None, device: str | torch.device = "cpu",
                          storage_dtype: torch.dtype = torch.float32) -> "WeightSpace":
-        """Stack checkpoints read memory-mapped, tensor by tensor, after checking they are compatible."""
+        """Stack checkpoints, read memory-mapped tensor by tensor, after checking they are compatible."""
         if len(paths) < 1:
             raise BadInput("give at least one checkpoint")
         all_paths = [*paths, *([base] if base is not None else [])]
@@ -148,16 +192,14 @@ class WeightSpace:
         slots = tensor_layout([(n, header[n][0]) for n in sorted(header, key=_natural_key)])
         stacked = torch.empty((len(all_paths), slots[-1].offset + slots[-1].numel), dtype=storage_dtype,
                               device=device)
-        by_name = {slot.name: slot for slot in slots}
+        staging = stacked if stacked.device.type == "cpu" else None
         for r, path in enumerate(all_paths):
+            row = stacked[r] if staging is not None else torch.empty(stacked.shape[1], dtype=storage_dtype)
+            views = {slot.name: row[slot.offset : slot.offset + slot.numel] for slot in slots}
             for file in checkpoint_files(path):
-                with safe_open(str(file), framework="pt") as handle:
-                    for name in handle.keys():
-                        if name in by_name:
-                            slot = by_name[name]
-                            tensor = handle.get_tensor(name)
-                            _check_finite(tensor, name, str(path))
-                            stacked[r, slot.offset : slot.offset + slot.numel].copy_(tensor.reshape(-1))
+                read_into(file, views)
+            if staging is None:
+                stacked[r].copy_(row)
         return cls(slots, stacked, [str(p) for p in paths], has_base=base is not None)
 
     # ---------------------------------------------------------------------------------------- structure
@@ -216,8 +258,8 @@ class WeightSpace:
     def merge(self, coefficients: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Write the merge ``coefficients`` (``[groups, rows]`` or ``[rows]``) into the live buffer."""
         coefficients = torch.as_tensor(coefficients, dtype=torch.float32, device=self.live.device)
-        if coefficients.ndim == 1:
-            coefficients = coefficients.expand(self.grouping.size, -1)
+        if coefficients.ndim == 1 or coefficients.shape[0] == 1:  # one row of weights shared by every group
+            coefficients = coefficients.reshape(1, -1).expand(self.grouping.size, -1)
         if tuple(coefficients.shape) != (self.grouping.size, self.stacked.shape[0]):
             raise BadInput(f"weights have shape {list(coefficients.shape)}, this space needs "
                            f"[{self.grouping.size}, {self.stacked.shape[0]}] (groups x rows)")

@@ -3,13 +3,15 @@
 An objective merges a candidate into one or more live models (one per dev fold: e.g. ingredients
 fine-tuned on train scored on dev, and, when cross-fitting, ingredients fine-tuned on dev scored on
 train) and pools their predictions into one score. Lower is better: the loss as is, metrics negated.
-An optional penalty pulls weights towards uniform, towards an anchor, or towards zero (L1).
+An objective may mix several (``{"loss": 1, "weighted_f1": 0.5}``). An optional penalty pulls weights
+towards uniform, towards an anchor, or towards zero (L1).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +22,7 @@ from dfwe.errors import BadInput
 from dfwe.eval.metrics import score_logits
 from dfwe.eval.predict import predict_logits
 from dfwe.merge.space import WeightSpace
+from dfwe.models import load_classifier, resolve_device
 
 OBJECTIVES = ("loss", "accuracy", "weighted_f1", "macro_f1")
 PENALTIES = ("none", "l1", "uniform", "anchor")
@@ -32,6 +35,22 @@ class DevFold:
     space: WeightSpace
     model: PreTrainedModel
     data: EncodedSet
+
+
+@dataclass(frozen=True)
+class FoldSpec:
+    """How to build a :class:`DevFold` anywhere (in this process, or in a Ray worker)."""
+
+    checkpoints: tuple[Path, ...]
+    data: EncodedSet
+    base: Path | None = None
+    device: str = "auto"
+
+    def build(self) -> DevFold:
+        space = WeightSpace.from_checkpoints(list(self.checkpoints), base=self.base, device=resolve_device(self.device))
+        model = load_classifier(self.checkpoints[0]).to(space.live.device)
+        space.bind(model)
+        return DevFold(space, model, self.data)
 
 
 @dataclass(frozen=True)
@@ -62,14 +81,17 @@ class Objective:
     """Callable ``weights -> Score`` over one or more dev folds."""
 
     def __init__(self, folds: Sequence[DevFold], method: str = "linear", metric: str = "loss", penalty: str = "none",
-                 strength: float = 0.0, anchor: np.ndarray | None = None, batch_size: int = 64, seed: int = 0):
-        if metric not in OBJECTIVES:
-            raise BadInput(f"objective: unknown objective '{metric}' (use {', '.join(OBJECTIVES)})")
+                 strength: float = 0.0, anchor: np.ndarray | None = None, batch_size: int = 64, seed: int = 0,
+                 mix: dict[str, float] | None = None):
+        mix = mix or {metric: 1.0}
+        for name in mix:
+            if name not in OBJECTIVES:
+                raise BadInput(f"objective: unknown objective '{name}' (use {', '.join(OBJECTIVES)})")
         if penalty not in PENALTIES:
             raise BadInput(f"penalty: unknown penalty '{penalty}' (use {', '.join(PENALTIES)})")
         if not folds or any(len(fold.data) == 0 for fold in folds):
             raise BadInput("the dev set is empty: the search needs dev examples to score candidates")
-        self.folds, self.method, self.metric = list(folds), method, metric
+        self.folds, self.method, self.mix = list(folds), method, mix
         self.penalty, self.strength, self.anchor, self.batch_size = penalty, strength, anchor, batch_size
         self.num_classes = folds[0].model.config.num_labels
         # A low-fidelity score reads a fixed seeded slice of each fold, the same slice for every candidate.
@@ -86,6 +108,6 @@ class Objective:
             logits.append(predict_logits(fold.model, data, self.batch_size))
             gold.append(data.labels.numpy())
         metrics = score_logits(np.concatenate(logits), np.concatenate(gold), self.num_classes)
-        value = metrics["loss"] if self.metric == "loss" else -metrics[self.metric]
+        value = sum(weight * (metrics[name] if name == "loss" else -metrics[name]) for name, weight in self.mix.items())
         value += penalty_value(weights, self.penalty, self.strength, self.anchor)
         return Score(value=float(value), metrics=metrics, seconds=time.perf_counter() - start)

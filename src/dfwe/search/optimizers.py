@@ -1,7 +1,7 @@
 """Derivative-free optimisers behind one ask/tell interface.
 
 Backends: CMA-ES (pycma), Nevergrad's NGOpt, Optuna (TPE and its CMA-ES sampler), scipy's Nelder-Mead
-(through Nevergrad's ask/tell wrapper) and seeded random search as a control. Every backend takes the
+and seeded random search as a control. Every backend takes the
 run's seed, minimises, and may answer ``None`` from :meth:`Optimizer.ask` when it cannot propose more
 until outstanding candidates are told (CMA-ES at the end of a generation).
 
@@ -42,6 +42,9 @@ class Optimizer:
     def tell(self, x: np.ndarray, value: float) -> None:
         """Report the objective (lower is better) of a point returned by :meth:`ask`."""
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release whatever the backend holds (threads); the optimiser is not used afterwards."""
 
 
 class RandomSearch(Optimizer):
@@ -133,11 +136,75 @@ class Nevergrad(Optimizer):
         self._opt.tell(self._pending.pop(np.asarray(x, dtype=np.float64).tobytes()), value)
 
 
-class NelderMead(Nevergrad):
-    """scipy's Nelder-Mead, driven point by point through Nevergrad's ask/tell recast."""
+class _Stop(Exception):
+    """Raised inside scipy's loop to end its thread when the search is over."""
+
+
+class NelderMead(Optimizer):
+    """scipy's Nelder-Mead (``scipy.optimize.minimize``), driven point by point.
+
+    scipy runs its own loop in a daemon thread and blocks inside the objective until the point's value is
+    told, so each ask is scipy's next point. The initial simplex spans ``sigma0`` along the axes of a seeded
+    random rotation (scipy's default simplex around ``x0 = 0`` is a few 1e-4 wide); when scipy converges
+    before the budget is spent, it restarts from the best point with a fresh simplex.
+    """
 
     name = "nelder-mead"
-    registry_name = "NelderMead"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        import queue
+        import threading
+
+        self._asks: queue.Queue = queue.Queue(maxsize=1)
+        self._tells: queue.Queue = queue.Queue(maxsize=1)
+        self._outstanding = False
+        self._rng = np.random.default_rng([self.seed, 0x4E4D])
+        threading.Thread(target=self._loop, daemon=True, name="dfwe-nelder-mead").start()
+
+    def _simplex(self, center: np.ndarray) -> np.ndarray:
+        rotation, _ = np.linalg.qr(self._rng.normal(size=(len(center), len(center))))
+        return np.vstack([center, center + self.sigma0 * rotation.T])
+
+    def _loop(self) -> None:
+        from scipy.optimize import minimize
+
+        best_x, best_value = self.space.x0, np.inf
+
+        def objective(x: np.ndarray) -> float:
+            nonlocal best_x, best_value
+            self._asks.put(np.array(x, dtype=np.float64))
+            value = self._tells.get()
+            if value is None:
+                raise _Stop
+            if value < best_value:
+                best_x, best_value = np.array(x), value
+            return value
+
+        try:
+            while True:
+                minimize(objective, best_x, method="Nelder-Mead",
+                         options={"initial_simplex": self._simplex(best_x), "maxfev": 10**9, "xatol": 1e-6,
+                                  "fatol": 1e-9})
+        except _Stop:
+            return
+
+    def ask(self) -> np.ndarray | None:
+        if self._outstanding:
+            return None  # Nelder-Mead is sequential: one point out at a time
+        self._outstanding = True
+        return self._asks.get()
+
+    def tell(self, x: np.ndarray, value: float) -> None:
+        self._outstanding = False
+        self._tells.put(float(value))
+
+    def close(self) -> None:
+        """End scipy's thread (it waits for a value that will never come)."""
+        try:
+            self._tells.put_nowait(None)
+        except Exception:  # a value is already queued; the thread ends at its next point
+            pass
 
 
 class Optuna(Optimizer):

@@ -1,13 +1,18 @@
 """The search loop: ask a batch, score it, journal it, tell it; exactly ``budget`` candidates.
 
-Candidates are asked in batches of ``batch`` (the number of parallel workers a run is configured for) and
-told back in ask order, whoever scored them; so a serial run and a parallel run with the same seed and
-batch produce the same journal. On resume the journal is replayed through a fresh optimiser: each asked
-point must match its journalled one, its journalled score is told, and nothing journalled is scored again.
+Candidates are asked in batches of ``config.parallel`` and told back in ask order, whoever scored them, so
+a serial run and a parallel (Ray) run with the same seed produce the same journal. On resume the journal
+is replayed through a fresh optimiser: each asked point must match its journalled one, its journalled
+score is told, and nothing journalled is scored again.
+
+With successive halving every candidate of a batch is first scored on a fixed slice of the dev data, and
+only the best ``1/eta`` of the batch are scored on all of it. The optimiser is told the slice scores (one
+consistent scale); the winner is the best *full* score.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,34 +23,51 @@ from dfwe.config import SearchConfig
 from dfwe.errors import BadInput
 from dfwe.progress import progress_bar
 from dfwe.search.journal import Journal, Record
-from dfwe.search.objective import DevFold, Objective, Score
+from dfwe.search.objective import DevFold, FoldSpec, Objective, Score
 from dfwe.search.optimizers import Optimizer, make_optimizer
 from dfwe.search.spaces import SearchSpace, make_space
 
-# Scores a batch of weight matrices; returns one (Score, worker name) per candidate, in order.
-BatchScorer = Callable[[Sequence[np.ndarray]], list[tuple[Score, str]]]
+# Scores weight matrices at one fidelity; returns one (Score, worker name) per candidate, in order.
+BatchScorer = Callable[[Sequence[np.ndarray], float], list[tuple[Score, str]]]
+
+
+@dataclass(frozen=True)
+class Halving:
+    """Successive halving: score on ``fraction`` of dev first, promote the best ``1/eta`` of each batch."""
+
+    fraction: float
+    eta: int
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Every scored candidate, and the best one (lowest objective; earliest on ties)."""
+    """Every journalled evaluation; the winner is the best full-fidelity one (earliest on ties)."""
 
     records: tuple[Record, ...]
     optimizer: str
     seed: int
+    candidates: int
+
+    @property
+    def full(self) -> list[Record]:
+        return [r for r in self.records if r.fidelity >= 1.0]
 
     @property
     def best(self) -> Record:
-        return min(self.records, key=lambda r: (r.objective, r.idx))
+        return min(self.full, key=lambda r: (r.objective, r.idx))
 
     @property
     def best_so_far(self) -> list[float]:
-        return np.minimum.accumulate([r.objective for r in self.records]).tolist()
+        return np.minimum.accumulate([r.objective for r in self.full]).tolist()
+
+    @property
+    def full_evaluations_saved(self) -> int:
+        return self.candidates - len(self.full)
 
 
-def serial_scorer(objective: Callable[[np.ndarray], Score]) -> BatchScorer:
+def serial_scorer(objective: Objective) -> BatchScorer:
     """Score a batch one candidate after another in this process."""
-    return lambda batch: [(objective(weights), "local") for weights in batch]
+    return lambda batch, fidelity: [(objective(weights, fidelity), "local") for weights in batch]
 
 
 def _ask_batch(optimizer: Optimizer, size: int) -> list[np.ndarray]:
@@ -60,69 +82,111 @@ def _ask_batch(optimizer: Optimizer, size: int) -> list[np.ndarray]:
     return asked
 
 
+class _Evaluations:
+    """Scores (x, fidelity) pairs in journal order, reusing journalled ones and journalling new ones."""
+
+    def __init__(self, space: SearchSpace, score_batch: BatchScorer, journal: Journal | None):
+        self.space, self.score_batch, self.journal = space, score_batch, journal
+        self.journalled = journal.records() if journal is not None else []
+        self.records: list[Record] = []
+
+    def __call__(self, xs: list[np.ndarray], fidelity: float) -> list[Record]:
+        out: list[Record] = []
+        for x in xs:
+            idx = len(self.records) + len(out)
+            if idx >= len(self.journalled):
+                break
+            old = self.journalled[idx]
+            if old.fidelity != fidelity or not np.allclose(old.x, x, rtol=1e-9, atol=1e-12):
+                raise BadInput(f"journal entry {idx} differs from what the optimiser asks on replay; the journal "
+                               "belongs to another search (use another --out, or the same settings and seed)")
+            out.append(old)
+        fresh = xs[len(out):]
+        if fresh:
+            for x, (score, worker) in zip(fresh, self.score_batch([self.space.to_weights(x) for x in fresh], fidelity)):
+                record = Record(idx=len(self.records) + len(out), x=x, weights=self.space.to_weights(x),
+                                objective=score.value, metrics=score.metrics, fidelity=fidelity,
+                                seconds=score.seconds, worker=worker)
+                if self.journal is not None:
+                    self.journal.append(record)
+                out.append(record)
+        self.records.extend(out)
+        return out
+
+
 def run_search(space: SearchSpace, optimizer: Optimizer, score_batch: BatchScorer, budget: int,
-               journal: Journal | None = None, batch: int = 1, desc: str = "search") -> SearchResult:
-    """Score exactly ``budget`` candidates (replaying any the journal already holds)."""
+               journal: Journal | None = None, batch: int = 1, halving: Halving | None = None,
+               desc: str = "search") -> SearchResult:
+    """Score exactly ``budget`` candidates (replaying whatever the journal already holds)."""
     if budget < 1:
         raise BadInput(f"budget: must be at least 1 (got {budget})")
-    journalled = journal.records() if journal is not None else []
-    if len(journalled) > budget:
-        raise BadInput(f"journal holds {len(journalled)} candidates, more than the budget of {budget}")
-    records: list[Record] = []
+    evaluate = _Evaluations(space, score_batch, journal)
+    candidates = 0
     bar = progress_bar(budget, desc)
-    while len(records) < budget:
-        asked = _ask_batch(optimizer, min(batch, budget - len(records)))
-        replayed = []
-        for x in asked:
-            idx = len(records) + len(replayed)
-            if idx >= len(journalled):
-                break
-            if not np.allclose(journalled[idx].x, x, rtol=1e-9, atol=1e-12):
-                raise BadInput(f"journal candidate {idx} differs from what the optimiser asks on replay; "
-                               "the journal belongs to another search")
-            replayed.append(journalled[idx])
-        fresh = asked[len(replayed):]
-        scored = score_batch([space.to_weights(x) for x in fresh]) if fresh else []
-        for x, (score, worker) in zip(fresh, scored):
-            record = Record(idx=len(records) + len(replayed), x=x, weights=space.to_weights(x), objective=score.value,
-                            metrics=score.metrics, fidelity=1.0, seconds=score.seconds, worker=worker)
-            if journal is not None:
-                journal.append(record)
-            replayed.append(record)
-        for x, record in zip(asked, replayed):
+    while candidates < budget:
+        asked = _ask_batch(optimizer, min(batch, budget - candidates))
+        if halving is None:
+            told = evaluate(asked, 1.0)
+        else:
+            told = evaluate(asked, halving.fraction)
+            ranked = sorted(range(len(asked)), key=lambda i: (told[i].objective, i))
+            promoted = sorted(ranked[: math.ceil(len(asked) / halving.eta)])
+            evaluate([asked[i] for i in promoted], 1.0)
+        for x, record in zip(asked, told):
             optimizer.tell(x, record.objective)
-        records.extend(replayed)
-        bar.update(len(replayed))
-        bar.set_postfix(best=f"{min(r.objective for r in records):.4f}")
+        candidates += len(asked)
+        bar.update(len(asked))
+        full = [r.objective for r in evaluate.records if r.fidelity >= 1.0]
+        bar.set_postfix(best=f"{min(full):.4f}")
     bar.close()
-    return SearchResult(records=tuple(records), optimizer=optimizer.name, seed=optimizer.seed)
-
+    if journal is not None and len(evaluate.journalled) > len(evaluate.records):
+        raise BadInput(f"{journal.path}: holds {len(evaluate.journalled)} evaluations, more than this search makes "
+                       f"({len(evaluate.records)}); the journal belongs to another search")
+    return SearchResult(records=tuple(evaluate.records), optimizer=optimizer.name, seed=optimizer.seed,
+                        candidates=candidates)
 
 
 def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, journal_path: Path | None = None,
-                   init: np.ndarray | None = None, anchor: np.ndarray | None = None) -> tuple[SearchSpace, SearchResult]:
+                   init: np.ndarray | None = None, anchor: np.ndarray | None = None,
+                   specs: Sequence[FoldSpec] | None = None) -> tuple[SearchSpace, SearchResult]:
     """Search merge weights for the folds' shared weight space on dev data, as ``config`` says.
 
     The space's grouping is set from ``config``; ``init`` (``[ingredients]``) is the start point and
-    ``anchor`` the target of the ``anchor`` penalty. Returns the search space and every scored candidate.
+    ``anchor`` the target of the ``anchor`` penalty. With ``config.workers > 1`` candidates are scored by
+    Ray workers built from ``specs``. Returns the search space and every journalled evaluation.
     """
     weight_space = folds[0].space
     for fold in folds:
         fold.space.set_grouping(config.granularity, config.block_size)
     space = make_space(config.space, weight_space.grouping.size, weight_space.num_ingredients, init)
-    anchor_matrix = None if anchor is None else np.broadcast_to(anchor, (space.groups, space.ingredients))
-    objective = Objective(folds, method=space.method, metric=config.objective, penalty=config.penalty,
-                          strength=config.penalty_strength, anchor=anchor_matrix, batch_size=config.batch_size,
-                          seed=seed)
-    optimizer = make_optimizer(config.optimizer, space, seed, config.budget, config.sigma0)
+    anchor_matrix = None if anchor is None else np.broadcast_to(anchor, (space.groups, space.ingredients)).copy()
+    objective_kwargs = dict(method=space.method, metric=config.objective, mix=config.objective_weights,
+                            penalty=config.penalty, strength=config.penalty_strength, anchor=anchor_matrix,
+                            batch_size=config.batch_size, seed=seed)
+    objective = Objective(folds, **objective_kwargs)
+    optimizer = make_optimizer(config.optimizer, space, seed, config.budget, config.sigma0, workers=config.batch)
+    halving = Halving(config.halving_fraction, config.halving_eta) if config.halving else None
+    scorer: BatchScorer = serial_scorer(objective)
+    if config.workers > 1:
+        if specs is None:
+            raise ValueError("parallel search needs fold specs to build its workers")
+        from dfwe.search.parallel import RayScorer
+
+        gpus = 1.0 / config.workers if weight_space.live.device.type == "cuda" else 0.0
+        scorer = RayScorer(specs, config.granularity, config.block_size, objective_kwargs, config.workers,
+                           config.ray_address, gpus)
     journal = None
     if journal_path is not None:
-        journal = Journal(journal_path, fingerprint={"search": config.model_dump(mode="json"), "seed": seed,
+        journal = Journal(journal_path, fingerprint={"search": config.journal_fingerprint(), "seed": seed,
                                                      "ingredients": list(weight_space.ingredients),
-                                                     "groups": list(weight_space.grouping.labels)})
+                                                     "groups": list(weight_space.grouping.labels),
+                                                     "init": space.init.tolist()})
     try:
-        result = run_search(space, optimizer, serial_scorer(objective), config.budget, journal, desc="search")
+        result = run_search(space, optimizer, scorer, config.budget, journal, batch=config.batch, halving=halving)
     finally:
         if journal is not None:
             journal.close()
+        optimizer.close()
+        if hasattr(scorer, "close"):
+            scorer.close()
     return space, result

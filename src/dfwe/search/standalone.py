@@ -15,10 +15,9 @@ from dfwe.eval.metrics import score_logits
 from dfwe.eval.predict import predict_logits
 from dfwe.io import atomic_write_json, claim_output_dir
 from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
-from dfwe.merge.space import WeightSpace
-from dfwe.models import load_classifier, load_tokenizer, resolve_device
+from dfwe.models import label_names, load_tokenizer
 from dfwe.report.write import plot_trace
-from dfwe.search.objective import DevFold
+from dfwe.search.objective import FoldSpec
 from dfwe.search.run import search_weights
 
 
@@ -31,9 +30,7 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
     examples = read_jsonl(dev_file, context_turns)
     if settings.space == "task_arithmetic" and base is None:
         raise BadInput("--space task_arithmetic needs --base (the checkpoint task vectors are measured from)")
-    space = WeightSpace.from_checkpoints(list(paths), base=base, device=resolve_device(device))
-    model = load_classifier(Path(paths[0])).to(space.live.device)
-    label_index = {str(name): int(i) for i, name in model.config.id2label.items()}
+    label_index = {name: i for i, name in enumerate(label_names(Path(paths[0])))}
     for example in examples:
         if example.label not in label_index:
             raise BadInput(f"{dev_file}: label '{example.label}' (id {example.id}) is not one of the checkpoints' "
@@ -42,11 +39,11 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
     dev = encode(examples, tokenizer, label_index, max_length)
     config = {"checkpoints": [str(p) for p in paths], "dev": str(dev_file), "base": str(base) if base else None,
               "search": settings.model_dump(mode="json"), "seed": seed}
+    spec = FoldSpec(tuple(Path(p) for p in paths), dev, base=base, device=device)
+    fold = spec.build()
+    space, model = fold.space, fold.model
     claim_output_dir(out_dir, config, resume, overwrite=False)
-
-    space.bind(model)
-    search_space, result = search_weights([DevFold(space, model, dev)], settings, seed,
-                                          journal_path=out_dir / "journal.sqlite")
+    search_space, result = search_weights([fold], settings, seed, out_dir / "journal.sqlite", specs=[spec])
     best = result.best
     space.apply(search_space.method, best.weights)
     dev_scores = score_logits(predict_logits(model, dev), dev.labels.numpy(), len(label_index))
@@ -56,16 +53,17 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
     write_mergekit_yaml(out_dir / "mergekit.yaml",
                         mergekit_config(space, best.weights, list(paths), search_space.method, base))
     (out_dir / "plots").mkdir(exist_ok=True)
-    plot_trace([r.objective for r in result.records], result.best_so_far, settings.objective,
+    plot_trace([r.objective for r in result.full], result.best_so_far, settings.objective,
                out_dir / "plots" / "search_trace.png")
     results = {
         "config": config,
         "methods": {"dfwe": {"dev": dev_scores, "weights": np.atleast_2d(best.weights).tolist(), "ingredients": names,
                              "groups": list(space.grouping.labels), "method": search_space.method}},
-        "search": {"evaluations": len(result.records), "best_objective": best.objective,
+        "search": {"evaluations": result.candidates, "full_evaluations": len(result.full),
+                   "full_evaluations_saved": result.full_evaluations_saved, "best_objective": best.objective,
                    "best_weights": np.atleast_2d(best.weights).tolist(), "optimizer": result.optimizer,
                    "seed": result.seed, "objective": settings.objective,
-                   "trace": [r.objective for r in result.records], "best_so_far": result.best_so_far},
+                   "trace": [r.objective for r in result.full], "best_so_far": result.best_so_far},
     }
     atomic_write_json(out_dir / "results.json", results)
     return results
