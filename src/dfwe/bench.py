@@ -2,8 +2,8 @@
 
 ``out/seeds/<seed>/`` holds each seed's complete run (results, report, merged model); ``out/results.json``
 holds every seed's methods and a summary (mean and sample standard deviation over seeds);
-``out/report.md`` and ``out/plots/`` present the summary. Experts are shared through ``expert_cache``,
-so benchmarks at several k reuse them.
+``out/report.md`` and ``out/plots/`` present the summary. Experts and target fine-tunes are shared
+through ``cache``, so benchmarks at several k, or of several search settings, reuse them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dfwe.io import atomic_write_json, atomic_write_text, claim_output_dir  # no
 from dfwe.pipeline import run  # noqa: E402
 from dfwe.report.write import HEADLINE  # noqa: E402
 
-METRICS = ("weighted_f1", "accuracy", "macro_f1", "loss")
+METRICS = ("weighted_f1", "accuracy", "macro_f1", "loss", "calibrated_loss")
 
 
 def summarise(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -66,14 +66,14 @@ def plot_summary(summary: dict[str, Any], path: Path, title: str) -> None:
 
 
 def run_bench(config: RunConfig, seeds: list[int], out_dir: Path, resume: bool = False, overwrite: bool = False,
-              expert_cache: Path | None = None) -> dict[str, Any]:
+              cache: Path | None = None) -> dict[str, Any]:
     """Run ``config`` once per seed (seed replaced) and summarise; returns what ``results.json`` holds."""
     claim_output_dir(out_dir, {**config_to_dict(config), "bench_seeds": seeds}, resume, overwrite)
-    cache = expert_cache or out_dir / "experts"
+    cache = cache or out_dir / "cache"
     per_seed: dict[str, dict[str, Any]] = {}
     for seed in seeds:
         seeded = config.model_copy(update={"seed": seed})
-        results = run(seeded, out_dir / "seeds" / str(seed), resume=True, expert_cache=cache)
+        results = run(seeded, out_dir / "seeds" / str(seed), resume=True, cache=cache)
         per_seed[str(seed)] = {key: results[key] for key in ("methods", "search", "ingredients", "timing_seconds")}
     summary = summarise(per_seed)
     results = {"config": config_to_dict(config), "seeds": per_seed, "summary": summary}

@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.data_dir is not None:
         overrides["data.data_dir"] = str(args.data_dir)
     config = load_config(args.config, overrides)
-    results = run(config, args.out, resume=args.resume, overwrite=args.overwrite, expert_cache=args.expert_cache)
+    results = run(config, args.out, resume=args.resume, overwrite=args.overwrite, cache=args.cache)
     _print_table(results)
     print(f"\nresults, report and merged model in {args.out}/")
 
@@ -75,7 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
                  "data.sources": list(args.sources), "data.shots": args.shots}
     config = load_config(args.config or friends_config_path(), overrides)
     results = run_bench(config, list(args.seeds), args.out, resume=args.resume, overwrite=args.overwrite,
-                        expert_cache=args.expert_cache)
+                        cache=args.cache)
     print(summary_table(results["summary"]))
     print(f"\nper-seed runs, results.json and report.md in {args.out}/")
 
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole method from a YAML config")
     p.add_argument("config", type=Path)
     p.add_argument("--data-dir", type=Path, help="override data.data_dir")
-    p.add_argument("--expert-cache", type=Path, help="share trained experts across runs through this folder")
+    p.add_argument("--cache", type=Path, help="share experts and target fine-tunes across runs through this folder")
     outputs(p)
     p.set_defaults(func=cmd_run)
 
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--config", type=Path, help="base config (default: configs/friends.yaml)")
-    p.add_argument("--expert-cache", type=Path, help="share trained experts across benchmarks (e.g. k=8 and k=32)")
+    p.add_argument("--cache", type=Path, help="share experts and fine-tunes across benchmarks (e.g. k=8 and k=32)")
     outputs(p)
     p.set_defaults(func=cmd_bench)
 
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="simplex")
     p.add_argument("--granularity", default="model")
     p.add_argument("--block-size", type=int, default=2)
-    p.add_argument("--objective", default="loss", help="loss, accuracy, weighted_f1 or macro_f1")
+    p.add_argument("--objective", default="loss", help="loss, calibrated_loss, accuracy, weighted_f1 or macro_f1")
     p.add_argument("--penalty", default="none", help="none, l1, uniform")
     p.add_argument("--penalty-strength", type=float, default=0.0)
     p.add_argument("--batch", type=int, default=None, help="candidates asked together (default: --workers, or 9 with --halving)")

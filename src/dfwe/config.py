@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dfwe.errors import BadInput
 
-Metric = Literal["loss", "accuracy", "weighted_f1", "macro_f1"]
+Metric = Literal["loss", "calibrated_loss", "accuracy", "weighted_f1", "macro_f1"]
 OptimizerName = Literal["cma", "ngopt", "random", "optuna-tpe", "optuna-cma", "nelder-mead"]
 SpaceName = Literal["simplex", "affine", "box", "task_arithmetic"]
 Granularity = Literal["model", "layer", "block", "kind"]
@@ -124,6 +124,16 @@ class SearchConfig(_Frozen):
     objective_weights: dict[Metric, float] | None = None
     # The objective is scored on dev only. Anything else is refused: test data never steers a choice.
     objective_split: Literal["dev"] = "dev"
+    # Where the search starts: uniform weights, the best single ingredient, or the greedy soup (all chosen on
+    # dev), mixed with uniform by init_smoothing so every ingredient stays reachable.
+    init: Literal["uniform", "best", "greedy"] = "uniform"
+    init_smoothing: float = Field(0.1, ge=0, le=1)
+    # With a per-group granularity: first spend this many evaluations on one weight per ingredient, then
+    # search per group starting from (and, with penalty "anchor", pulled towards) that solution.
+    coarse_budget: int = Field(0, ge=0)
+    # Cross-fitting: every ingredient is also fine-tuned on the dev set and scored on the train set, and the
+    # objective pools both folds (twice the scored examples; weights must work for both fine-tunes).
+    crossfit: bool = False
     penalty: Literal["none", "l1", "uniform", "anchor"] = "none"
     penalty_strength: float = Field(0.0, ge=0)
     sigma0: float = Field(0.3, gt=0)
@@ -148,6 +158,12 @@ class SearchConfig(_Frozen):
         if self.halving and self.batch < self.halving_eta:
             raise ValueError(f"halving promotes the best 1/{self.halving_eta} of each batch: set batch >= "
                              f"{self.halving_eta} (got {self.batch})")
+        return self
+
+    @model_validator(mode="after")
+    def _coarse_fits_budget(self) -> "SearchConfig":
+        if self.coarse_budget and self.coarse_budget >= self.budget:
+            raise ValueError(f"coarse_budget ({self.coarse_budget}) must be below budget ({self.budget})")
         return self
 
     def journal_fingerprint(self) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def load_classifier(path: Path, labels: Sequence[str] | None = None, trust_remot
     """Load a model folder as a sequence classifier; with ``labels`` the head is (re)sized to them."""
     if not (path / "config.json").is_file():
         raise BadInput(f"{path}: not a transformers model folder (config.json missing)")
-    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    kwargs: dict = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}  # train and merge in float32
     if labels is not None:
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                       label2id={label: i for i, label in enumerate(labels)}, ignore_mismatched_sizes=True)

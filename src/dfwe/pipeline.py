@@ -40,10 +40,12 @@ def _method_entry(dev_logits: np.ndarray, test_logits: np.ndarray, data: Prepare
 
 
 def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool = False,
-        expert_cache: Path | None = None) -> dict[str, Any]:
+        cache: Path | None = None) -> dict[str, Any]:
     """Run the whole method as ``config`` says and write every artefact into ``out_dir``.
 
     Inputs are read and checked before ``out_dir`` is touched, so bad input never harms an earlier run.
+    ``cache`` (default ``out_dir/work``) holds experts and target fine-tunes under fingerprints of what
+    they depend on, so runs that share them (another k, another search) reuse them.
     Returns the results dict that is also written to ``results.json``.
     """
     timing: dict[str, float] = {}
@@ -61,14 +63,19 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
 
     # ---- experts: one per source task, plus the multitask expert
     clock = time.perf_counter()
+    cache = cache or work
     experts = train_experts(data, config.data, config.experts.train, config.experts.multitask, config.seed, device,
-                            expert_cache or work / "experts")
+                            cache / "experts")
     timing["experts"] = time.perf_counter() - clock
 
     # ---- target fine-tune of every expert and of the pretrained model, one shared head init
     clock = time.perf_counter()
     ingredients = fine_tune_ingredients(data, experts, config.target.train, config.target.include_base, config.seed,
-                                        device, work / "ingredients")
+                                        device, cache / "ingredients")
+    swapped = None
+    if config.search.crossfit:  # the same recipe on the dev set, to be scored on the train set
+        swapped = fine_tune_ingredients(data, experts, config.target.train, config.target.include_base, config.seed,
+                                        device, cache / "ingredients", train=data.target_dev, dev=data.target_train)
     timing["target"] = time.perf_counter() - clock
 
     # ---- the weight space: ingredients stacked once, merged in place into one live model
@@ -77,6 +84,10 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     dev_spec = FoldSpec(tuple(ingredients.folders), data.target_dev, base=ingredients.base_init, device=config.device)
     dev_fold = dev_spec.build()
     space, model = dev_fold.space, dev_fold.model
+    specs = [dev_spec]
+    if swapped is not None:
+        specs.append(FoldSpec(tuple(swapped.folders), data.target_train, base=swapped.base_init, device=config.device))
+    folds = [dev_fold, *(spec.build() for spec in specs[1:])]
     batch_size = config.eval.batch_size
 
     def logits(weights: np.ndarray, split: EncodedSet, method: str = "linear") -> np.ndarray:
@@ -91,8 +102,19 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     dev_scores = [score_logits(lg, dev_gold, classes)[HEADLINE] for lg in dev_logits]
     best = best_single(dev_scores)
     greedy = greedy_soup(dev_scores, lambda w: score_logits(logits(w, data.target_dev), dev_gold, classes)[HEADLINE])
-    search_space, search = search_weights([dev_fold], config.search, config.seed, out_dir / "journal.sqlite",
-                                          specs=[dev_spec])
+    start = {"uniform": uniform_weights(len(names)), "best": one_hot[best], "greedy": greedy}[config.search.init]
+    start = (1 - config.search.init_smoothing) * start + config.search.init_smoothing * uniform_weights(len(names))
+    coarse = None
+    if config.search.coarse_budget and config.search.granularity != "model":  # stage 1: one weight per ingredient
+        coarse_config = config.search.model_copy(update={"granularity": "model", "budget": config.search.coarse_budget,
+                                                         "coarse_budget": 0})
+        _, coarse = search_weights(folds, coarse_config, config.seed, out_dir / "journal-coarse.sqlite", init=start,
+                                   specs=specs)
+        start = coarse.best.weights[0]
+    fine_config = config.search.model_copy(update={"budget": config.search.budget - config.search.coarse_budget,
+                                                   "coarse_budget": 0})
+    search_space, search = search_weights(folds, fine_config, config.seed, out_dir / "journal.sqlite", init=start,
+                                          anchor=start, specs=specs)
     dfwe_weights = search.best.weights
     timing["search"] = time.perf_counter() - clock
 
@@ -124,20 +146,22 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     base = ingredients.base_init if search_space.method == "task_arithmetic" else None
     write_mergekit_yaml(out_dir / "mergekit.yaml",
                         mergekit_config(space, dfwe_weights, ingredients.folders, search_space.method, base))
+    trace = [r.objective for r in (coarse.full if coarse else [])] + [r.objective for r in search.full]
     results = {
         "config": config_to_dict(config),
         "methods": methods,
         "search": {
-            "evaluations": search.candidates,
-            "full_evaluations": len(search.full),
-            "full_evaluations_saved": search.full_evaluations_saved,
+            "evaluations": search.candidates + (coarse.candidates if coarse else 0),
+            "coarse_evaluations": coarse.candidates if coarse else 0,
+            "full_evaluations": len(search.full) + (len(coarse.full) if coarse else 0),
+            "full_evaluations_saved": search.full_evaluations_saved + (coarse.full_evaluations_saved if coarse else 0),
             "best_objective": search.best.objective,
             "best_weights": np.atleast_2d(dfwe_weights).tolist(),
             "optimizer": search.optimizer,
             "seed": search.seed,
             "objective": config.search.objective,
-            "trace": [r.objective for r in search.full],
-            "best_so_far": search.best_so_far,
+            "trace": trace,
+            "best_so_far": np.minimum.accumulate(trace).tolist(),
         },
         "ingredients": names,
         "few_shot": {"train_ids": list(data.target_train.ids), "dev_ids": list(data.target_dev.ids)},

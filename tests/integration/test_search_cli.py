@@ -101,11 +101,11 @@ def test_ray_workers_reproduce_the_serial_journal(checkpoints, dev_file, tmp_pat
 
 
 def test_halving_reports_saved_full_evaluations(checkpoints, dev_file, tmp_path):
-    done = dfwe("search", *map(str, checkpoints), "--dev", str(dev_file), "--budget", "18", "--optimizer", "random",
+    done = dfwe("search", *map(str, checkpoints), "--dev", str(dev_file), "--budget", "19", "--optimizer", "random",
                 "--halving", "--out", str(tmp_path / "h"))
     assert done.returncode == 0, done.stderr
     search = json.loads((tmp_path / "h" / "results.json").read_text())["search"]
-    assert search["evaluations"] == 18 and search["full_evaluations"] == 6 and search["full_evaluations_saved"] == 12
+    assert search["evaluations"] == 19 and search["full_evaluations"] == 7 and search["full_evaluations_saved"] == 12
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -42,6 +42,13 @@ def test_every_backend_scores_exactly_the_budget_and_is_seeded(name):
     assert not np.array_equal(np.array(runs[0][1:]), np.array([r.x for r in other.records])[1:])
 
 
+def test_search_starts_at_its_start_point():
+    space = make_space("simplex", 1, 3, init=np.array([0.2, 0.3, 0.5]))
+    result = run_search(space, make_optimizer("cma", space, seed=0, budget=5), quadratic_scorer([]), 5)
+    np.testing.assert_allclose(result.records[0].weights, [[0.2, 0.3, 0.5]])
+    assert result.best.objective <= result.records[0].objective
+
+
 @pytest.mark.parametrize("name", ["cma", "ngopt", "optuna-tpe"])
 def test_backends_improve_on_their_start(name):
     space = make_space("simplex", 1, 3)
@@ -126,13 +133,14 @@ def test_corrupt_journal_is_reported_not_replaced(tmp_path):
 def test_successive_halving_saves_full_evaluations():
     space = make_space("simplex", 1, 3)
     calls: list = []
-    result = run_search(space, make_optimizer("random", space, 0, 18), quadratic_scorer(calls), 18, batch=9,
+    result = run_search(space, make_optimizer("random", space, 0, 19), quadratic_scorer(calls), 19, batch=9,
                         halving=Halving(fraction=0.34, eta=3))
-    assert result.candidates == 18
-    assert [f for _, f in calls].count(0.34) == 18 and [f for _, f in calls].count(1.0) == 6
+    assert result.candidates == 19  # the start point, then two batches of nine
+    assert [f for _, f in calls].count(0.34) == 18 and [f for _, f in calls].count(1.0) == 7
     assert result.full_evaluations_saved == 12
-    lows = [r for r in result.records if r.fidelity < 1][:9]
-    promoted = {tuple(r.x) for r in result.records[9:12]}
+    lows = result.records[1:10]
+    assert all(r.fidelity < 1 for r in lows)
+    promoted = {tuple(r.x) for r in result.records[10:13]}
     best_three = sorted(lows, key=lambda r: r.objective)[:3]
     assert promoted == {tuple(r.x) for r in best_three}
     assert result.best.fidelity == 1.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("accuracy", "weighted_f1", "macro_f1")
+LOWER_IS_BETTER = ("loss", "calibrated_loss")
 
 
 def confusion(gold: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -49,6 +50,20 @@ def cross_entropy(logits: np.ndarray, gold: np.ndarray) -> float:
     return float(np.mean(log_norm - shifted[np.arange(len(gold)), gold]))
 
 
+def calibrated_cross_entropy(logits: np.ndarray, gold: np.ndarray) -> float:
+    """Cross-entropy after the best single temperature: ``min_T CE(logits / T)``.
+
+    A proper score that is blind to over- or under-confidence: a model that ranks classes well scores low
+    whatever its scale, while a collapsed model stays near ``log(classes)``. (Plain dev loss prefers a
+    collapsed, near-uniform merge to a sharp but overconfident one.)
+    """
+    from scipy.optimize import minimize_scalar
+
+    fit = minimize_scalar(lambda log_t: cross_entropy(logits / np.exp(log_t), gold), bounds=(-4.0, 4.0),
+                          method="bounded", options={"xatol": 1e-4})
+    return float(min(fit.fun, cross_entropy(logits, gold)))
+
+
 def bootstrap_intervals(gold: np.ndarray, pred: np.ndarray, num_classes: int, resamples: int, seed: int,
                         level: float = 0.95) -> dict[str, list[float]]:
     """Percentile bootstrap intervals of every metric (resampling examples with replacement)."""
@@ -62,5 +77,6 @@ def bootstrap_intervals(gold: np.ndarray, pred: np.ndarray, num_classes: int, re
 
 
 def score_logits(logits: np.ndarray, gold: np.ndarray, num_classes: int) -> dict[str, float]:
-    """All metrics plus the loss, from logits."""
-    return {**classification_metrics(gold, logits.argmax(axis=1), num_classes), "loss": cross_entropy(logits, gold)}
+    """All metrics plus the loss and the temperature-calibrated loss, from logits."""
+    return {**classification_metrics(gold, logits.argmax(axis=1), num_classes), "loss": cross_entropy(logits, gold),
+            "calibrated_loss": calibrated_cross_entropy(logits, gold)}

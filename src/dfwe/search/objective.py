@@ -19,12 +19,12 @@ from transformers import PreTrainedModel
 
 from dfwe.data.encode import EncodedSet
 from dfwe.errors import BadInput
-from dfwe.eval.metrics import score_logits
+from dfwe.eval.metrics import LOWER_IS_BETTER, score_logits
 from dfwe.eval.predict import predict_logits
 from dfwe.merge.space import WeightSpace
 from dfwe.models import load_classifier, resolve_device
 
-OBJECTIVES = ("loss", "accuracy", "weighted_f1", "macro_f1")
+OBJECTIVES = ("loss", "calibrated_loss", "accuracy", "weighted_f1", "macro_f1")
 PENALTIES = ("none", "l1", "uniform", "anchor")
 
 
@@ -108,6 +108,7 @@ class Objective:
             logits.append(predict_logits(fold.model, data, self.batch_size))
             gold.append(data.labels.numpy())
         metrics = score_logits(np.concatenate(logits), np.concatenate(gold), self.num_classes)
-        value = sum(weight * (metrics[name] if name == "loss" else -metrics[name]) for name, weight in self.mix.items())
+        value = sum(weight * (metrics[name] if name in LOWER_IS_BETTER else -metrics[name])
+                    for name, weight in self.mix.items())
         value += penalty_value(weights, self.penalty, self.strength, self.anchor)
         return Score(value=float(value), metrics=metrics, seconds=time.perf_counter() - start)

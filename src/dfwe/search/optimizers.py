@@ -48,19 +48,15 @@ class Optimizer:
 
 
 class RandomSearch(Optimizer):
-    """Uniform samples: Dirichlet(1) weights on the simplex, uniform in the box otherwise; starts at x0."""
+    """Uniform samples: Dirichlet(1) weights on the simplex, uniform in the box otherwise."""
 
     name = "random"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._rng = np.random.default_rng([self.seed, 0x4A4D])
-        self._asked = 0
 
     def ask(self) -> np.ndarray:
-        self._asked += 1
-        if self._asked == 1:
-            return self.space.x0
         if self.space.kind == "simplex":
             weights = self._rng.dirichlet(np.ones(self.space.ingredients), size=self.space.groups)
             return self.space.to_x(weights)
@@ -223,7 +219,6 @@ class Optuna(Optimizer):
             sampler = optuna.samplers.CmaEsSampler(seed=self.seed, sigma0=self.sigma0, x0=self._named(self.space.x0),
                                                    warn_independent_sampling=False)
         self._study = optuna.create_study(direction="minimize", sampler=sampler)
-        self._study.enqueue_trial(self._named(np.clip(self.space.x0, *_box(self.space))))
         self._pending: dict[bytes, Any] = {}
 
     def _named(self, x: np.ndarray) -> dict[str, float]:

@@ -117,12 +117,18 @@ class _Evaluations:
 def run_search(space: SearchSpace, optimizer: Optimizer, score_batch: BatchScorer, budget: int,
                journal: Journal | None = None, batch: int = 1, halving: Halving | None = None,
                desc: str = "search") -> SearchResult:
-    """Score exactly ``budget`` candidates (replaying whatever the journal already holds)."""
+    """Score exactly ``budget`` candidates (replaying whatever the journal already holds).
+
+    The first candidate is always the space's start point, scored in full, so the search never ends worse
+    on dev than where it started (it is not told to the optimiser, which proposes the rest).
+    """
     if budget < 1:
         raise BadInput(f"budget: must be at least 1 (got {budget})")
     evaluate = _Evaluations(space, score_batch, journal)
-    candidates = 0
+    evaluate([space.x0], 1.0)
+    candidates = 1
     bar = progress_bar(budget, desc)
+    bar.update(1)
     while candidates < budget:
         asked = _ask_batch(optimizer, min(batch, budget - candidates))
         if halving is None:

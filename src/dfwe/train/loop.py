@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from dfwe.config import TrainConfig
 from dfwe.data.encode import EncodedSet, train_batches
-from dfwe.eval.metrics import score_logits
+from dfwe.eval.metrics import LOWER_IS_BETTER, score_logits
 from dfwe.eval.predict import predict_logits
 from dfwe.progress import progress_bar
 
@@ -43,7 +43,7 @@ def _param_groups(model: PreTrainedModel, weight_decay: float) -> list[dict]:
 def _is_better(metric: str, new: float, old: float | None) -> bool:
     if old is None:
         return True
-    return new < old if metric == "loss" else new > old
+    return new < old if metric in LOWER_IS_BETTER else new > old
 
 
 def fine_tune(model: PreTrainedModel, train: EncodedSet, dev: EncodedSet | None, recipe: TrainConfig, seed: int,

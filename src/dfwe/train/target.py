@@ -7,6 +7,7 @@ common origin that task arithmetic measures task vectors from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,16 +48,29 @@ class Ingredients:
         return self.folders[self.names.index(name)]
 
 
+def ingredients_fingerprint(data: PreparedData, experts: dict[str, Path], recipe: TrainConfig, include_base: bool,
+                            seed: int, train: EncodedSet, dev: EncodedSet) -> str:
+    """A short hash of everything a set of target fine-tunes depends on (the exact examples included)."""
+    key = {"base": str(data.base.resolve()), "experts": {k: str(v.resolve()) for k, v in experts.items()},
+           "recipe": recipe.model_dump(mode="json"), "include_base": include_base, "seed": seed,
+           "train": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(),
+           "dev": hashlib.sha256("\n".join(dev.ids).encode()).hexdigest(),
+           "tokens": int(train.input_ids.shape[1]) + 1000 * int(dev.input_ids.shape[1])}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def fine_tune_ingredients(data: PreparedData, experts: dict[str, Path], recipe: TrainConfig, include_base: bool,
-                          seed: int, device: torch.device, out_dir: Path, train: EncodedSet | None = None,
+                          seed: int, device: torch.device, cache_dir: Path, train: EncodedSet | None = None,
                           dev: EncodedSet | None = None) -> Ingredients:
     """Fine-tune the pretrained model (if ``include_base``) and every expert on the target.
 
     ``train``/``dev`` default to the few-sample target train and dev sets; cross-fitting passes them swapped.
-    Finished ingredients already in ``out_dir`` are reused (resume).
+    Results live in ``cache_dir/<fingerprint>/``; finished ones are reused (resume, and runs that differ only
+    in their search).
     """
     train = data.target_train if train is None else train
     dev = data.target_dev if dev is None else dev
+    out_dir = cache_dir / ingredients_fingerprint(data, experts, recipe, include_base, seed, train, dev)
     labels = list(data.target.labels)
     head_init = make_head_init(data.base, labels, seed)
     base_init = out_dir / BASE_INIT
