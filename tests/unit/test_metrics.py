@@ -46,3 +46,20 @@ def test_bootstrap_interval_brackets_the_point_estimate_and_is_seeded():
     low, high = bootstrap_intervals(gold, pred, 3, 500, seed=0)["weighted_f1"]
     assert low < point < high
     assert bootstrap_intervals(gold, pred, 3, 500, seed=0) == bootstrap_intervals(gold, pred, 3, 500, seed=0)
+
+
+def test_calibrated_cross_entropy_is_blind_to_confidence_scale():
+    from dfwe.eval.metrics import calibrated_cross_entropy
+
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 5, size=400)
+    logits = rng.normal(size=(400, 5))
+    logits[np.arange(400), gold] += 1.0  # informative, moderately confident
+    base = calibrated_cross_entropy(logits, gold)
+    assert calibrated_cross_entropy(8.0 * logits, gold) == pytest.approx(base, abs=1e-4)
+    assert calibrated_cross_entropy(0.2 * logits, gold) == pytest.approx(base, abs=1e-4)
+    assert base <= cross_entropy(logits, gold) + 1e-12
+    # an overconfident but informative model beats a collapsed one, unlike with the plain loss
+    assert cross_entropy(8.0 * logits, gold) > np.log(5)
+    assert calibrated_cross_entropy(8.0 * logits, gold) < calibrated_cross_entropy(np.zeros((400, 5)), gold)
+    assert calibrated_cross_entropy(np.zeros((400, 5)), gold) == pytest.approx(np.log(5))

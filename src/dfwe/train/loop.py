@@ -58,7 +58,8 @@ def fine_tune(model: PreTrainedModel, train: EncodedSet, dev: EncodedSet | None,
     torch.manual_seed(seed)
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
-    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
+                                  fused=device.type == "cuda")  # one kernel per step on a GPU
     schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total_steps), total_steps)
 
     result = TrainResult(kept_epoch=recipe.epochs)
