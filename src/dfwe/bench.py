@@ -32,7 +32,7 @@ def summarise(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for method in methods:
         present = [seed["methods"][method] for seed in per_seed.values() if method in seed["methods"]]
         summary[method] = {}
-        for split in ("dev", "test"):
+        for split in [s for s in ("dev", "validation", "test") if s in present[0]]:
             summary[method][split] = {}
             for metric in METRICS:
                 values = np.array([entry[split][metric] for entry in present])
@@ -42,11 +42,14 @@ def summarise(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary_table(summary: dict[str, Any]) -> str:
-    """Markdown: mean +- std over seeds of dev and test weighted F1, test accuracy and macro F1."""
-    lines = ["| method | dev weighted F1 | test weighted F1 | test accuracy | test macro F1 |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    """Markdown: mean +- std over seeds of dev (and validation) and test weighted F1, test accuracy and macro F1."""
+    validation = all("validation" in entry for entry in summary.values())
+    lines = ["| method | dev weighted F1 |" + (" validation weighted F1 |" if validation else "")
+             + " test weighted F1 | test accuracy | test macro F1 |",
+             "| --- | ---: |" + (" ---: |" if validation else "") + " ---: | ---: | ---: |"]
     for method, entry in sorted(summary.items(), key=lambda kv: -kv[1]["test"][HEADLINE]["mean"]):
-        cells = [entry["dev"][HEADLINE], entry["test"][HEADLINE], entry["test"]["accuracy"], entry["test"]["macro_f1"]]
+        cells = [entry["dev"][HEADLINE], *([entry["validation"][HEADLINE]] if validation else []),
+                 entry["test"][HEADLINE], entry["test"]["accuracy"], entry["test"]["macro_f1"]]
         lines.append(f"| {method} | " + " | ".join(f"{c['mean']:.3f} ± {c['std']:.3f}" for c in cells) + " |")
     return "\n".join(lines)
 

@@ -84,7 +84,7 @@ def cmd_merge(args: argparse.Namespace) -> None:
     from dfwe.merge.apply import merge_checkpoints
 
     merge_checkpoints(args.checkpoints, args.weights, args.out, base=args.base, method=args.method,
-                      granularity=args.granularity, block_size=args.block_size)
+                      granularity=args.granularity, block_size=args.block_size, density=args.density, seed=args.seed)
     print(f"merged model written to {args.out}/ (mergekit recipe in {args.out}/mergekit.yaml)")
 
 
@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=float, nargs="+", required=True,
                    help="one weight per checkpoint, or groups x checkpoints values for --granularity")
     p.add_argument("--base", type=Path, help="common base checkpoint (task arithmetic)")
-    p.add_argument("--method", default="linear", choices=["linear", "task_arithmetic"])
+    p.add_argument("--method", default="linear", choices=["linear", "task_arithmetic", "ties", "dare"])
+    p.add_argument("--density", type=float, default=0.5, help="ties/dare: fraction of each task vector kept")
+    p.add_argument("--seed", type=int, default=0, help="dare: seed of the random masks")
     p.add_argument("--granularity", default="model", choices=["model", "layer", "block", "kind"])
     p.add_argument("--block-size", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)

@@ -179,6 +179,9 @@ class EvalConfig(_Frozen):
     """
 
     split: Literal["test", "dev"] = "test"
+    # Also score every method on the official dev split (reported as "validation"), so that method options
+    # can be compared and chosen without looking at test scores.
+    validation: bool = False
     batch_size: int = Field(64, ge=1)
     bootstrap: int = Field(1000, ge=0)
 

@@ -27,18 +27,6 @@ from dfwe.train.experts import train_experts
 from dfwe.train.target import MULTITASK_FT, fine_tune_ingredients
 
 
-def _method_entry(dev_logits: np.ndarray, test_logits: np.ndarray, data: PreparedData, bootstrap: int, seed: int,
-                  **extra: Any) -> dict[str, Any]:
-    classes = len(data.target.labels)
-    test_gold = data.target_test.labels.numpy()
-    return {
-        "dev": score_logits(dev_logits, data.target_dev.labels.numpy(), classes),
-        "test": score_logits(test_logits, test_gold, classes),
-        "test_ci": bootstrap_intervals(test_gold, test_logits.argmax(axis=1), classes, bootstrap, seed),
-        **extra,
-    }
-
-
 def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool = False,
         cache: Path | None = None) -> dict[str, Any]:
     """Run the whole method as ``config`` says and write every artefact into ``out_dir``.
@@ -53,7 +41,7 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     work = out_dir / "work"
 
     def prepare() -> PreparedData:
-        return prepare_data(config.data, config.model, config.seed, work, config.eval.split)
+        return prepare_data(config.data, config.model, config.seed, work, config.eval.split, config.eval.validation)
 
     data = prepare() if config.data.synthetic is None else None  # real data: validated before anything is written
     claim_output_dir(out_dir, config_to_dict(config), resume, overwrite)
@@ -118,26 +106,35 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     dfwe_weights = search.best.weights
     timing["search"] = time.perf_counter() - clock
 
-    # ---- test: read once, to report
+    # ---- scores: every method on dev, on test (read here, once, to report) and optionally on validation
     clock = time.perf_counter()
-    test = data.target_test
-    test_logits = [logits(one_hot[i], test) for i in range(len(names))]
 
-    def entry(dev_lg: np.ndarray, test_lg: np.ndarray, **extra: Any) -> dict[str, Any]:
-        return _method_entry(dev_lg, test_lg, data, config.eval.bootstrap, config.seed, **extra)
+    def method_logits(examples: EncodedSet) -> dict[str, np.ndarray]:
+        out = {name: logits(one_hot[i], examples) for i, name in enumerate(names)}
+        out["logit-ensemble"] = logit_ensemble([out[name] for name in names])
+        out["uniform-soup"] = logits(uniform_weights(len(names)), examples)
+        out["greedy-soup"] = logits(greedy, examples)
+        out["dfwe"] = logits(dfwe_weights, examples, search_space.method)  # last: the live model stays dfwe's
+        return out
 
+    splits = {"dev": data.target_dev, "test": data.target_test}
+    if data.target_validation is not None:
+        splits["validation"] = data.target_validation
+    scored = {split: method_logits(examples) for split, examples in splits.items()}
+    described = {name: {"weights": one_hot[i].tolist()} for i, name in enumerate(names)}
+    described.update({"logit-ensemble": {}, "uniform-soup": {"weights": uniform_weights(len(names)).tolist()},
+                      "greedy-soup": {"weights": greedy.tolist()},
+                      "dfwe": {"weights": np.atleast_2d(dfwe_weights).tolist(), "groups": list(space.grouping.labels),
+                               "method": search_space.method}})
+    test_gold = data.target_test.labels.numpy()
     methods: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(names):
-        methods[name] = entry(dev_logits[i], test_logits[i], weights=one_hot[i].tolist(), ingredients=names)
+    for method, extra in described.items():
+        methods[method] = {split: score_logits(scored[split][method], examples.labels.numpy(), classes)
+                           for split, examples in splits.items()}
+        methods[method]["test_ci"] = bootstrap_intervals(test_gold, scored["test"][method].argmax(axis=1), classes,
+                                                         config.eval.bootstrap, config.seed)
+        methods[method].update(extra, ingredients=names)
     methods["best-expert-ft"] = {**methods[names[best]], "selected": names[best]}
-    for label, weights in (("uniform-soup", uniform_weights(len(names))), ("greedy-soup", greedy)):
-        methods[label] = entry(logits(weights, data.target_dev), logits(weights, test), weights=weights.tolist(),
-                               ingredients=names)
-    methods["logit-ensemble"] = entry(logit_ensemble(dev_logits), logit_ensemble(test_logits), ingredients=names)
-    dfwe_test = logits(dfwe_weights, test, search_space.method)
-    dfwe_dev = logits(dfwe_weights, data.target_dev, search_space.method)  # leaves the dfwe merge in the live model
-    methods["dfwe"] = entry(dfwe_dev, dfwe_test, weights=np.atleast_2d(dfwe_weights).tolist(), ingredients=names,
-                            groups=list(space.grouping.labels), method=search_space.method)
     timing["evaluate"] = time.perf_counter() - clock
 
     # ---- artefacts: merged model, mergekit recipe, results, report

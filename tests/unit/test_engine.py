@@ -154,3 +154,18 @@ def test_export_is_atomic_when_writing_fails(tiny_base, tmp_path, monkeypatch):
         export_merged(model, load_tokenizer(folders[0]), out, np.array([0.9, 0.1]), ["a", "b"], "linear", ["all"])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".merged")] == []
+
+
+def test_merge_checkpoints_ties_writes_the_peft_merge(tiny_base, tmp_path):
+    from dfwe.merge.apply import merge_checkpoints
+
+    folders = perturbed_copies(tiny_base, tmp_path, 3)
+    out = merge_checkpoints(folders[1:], [0.6, 0.4], tmp_path / "m", base=folders[0], method="ties", density=0.3)
+    merged = load_file(str(out / "model.safetensors"))
+    b, e1, e2 = _states(folders)
+    for name in ("classifier.weight", "bert.encoder.layer.1.output.dense.weight"):
+        expected = b[name] + ties([e1[name] - b[name], e2[name] - b[name]], torch.tensor([0.6, 0.4]), 0.3)
+        torch.testing.assert_close(merged[name], expected, rtol=0, atol=1e-6)
+    assert "differ" in (out / "mergekit.yaml").read_text().splitlines()[0]
+    with pytest.raises(BadInput, match="needs --base"):
+        merge_checkpoints(folders[1:], [0.6, 0.4], tmp_path / "n", method="dare")

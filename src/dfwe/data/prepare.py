@@ -26,6 +26,7 @@ class PreparedData:
     target_train: EncodedSet
     target_dev: EncodedSet
     target_test: EncodedSet
+    target_validation: EncodedSet | None
     source_train: dict[str, EncodedSet]
     source_dev: dict[str, EncodedSet]
 
@@ -63,10 +64,11 @@ def load_suite(data: DataConfig, model: ModelConfig, seed: int, work_dir: Path) 
 
 
 def prepare_data(data: DataConfig, model: ModelConfig, seed: int, work_dir: Path,
-                 held_out_split: str = "test") -> PreparedData:
+                 held_out_split: str = "test", validation: bool = False) -> PreparedData:
     """Load tasks, draw the seed's few-sample sets, and tokenise every set the run will read.
 
-    ``held_out_split`` is the official split scored at the end (``test``, or ``dev`` while developing).
+    ``held_out_split`` is the official split scored at the end (``test``, or ``dev`` while developing);
+    ``validation`` also encodes the official dev split, to score methods on for choosing options.
     """
     base, tasks = load_suite(data, model, seed, work_dir)
     target = tasks[data.target]
@@ -86,6 +88,7 @@ def prepare_data(data: DataConfig, model: ModelConfig, seed: int, work_dir: Path
         target_train=encoded(target, shots.train),
         target_dev=encoded(target, shots.dev),
         target_test=encoded(target, target.splits[held_out_split]),
+        target_validation=encoded(target, target.splits["dev"]) if validation else None,
         source_train={n: encoded(t, subsample(t.splits["train"], data.source_max_examples, seed))
                       for n, t in sources.items()},
         source_dev={n: encoded(t, subsample(t.splits["dev"], data.source_dev_max_examples, seed))

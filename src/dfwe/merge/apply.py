@@ -27,13 +27,20 @@ def weight_matrix(values: Sequence[float], groups: int, ingredients: int) -> np.
 
 
 def merge_checkpoints(paths: Sequence[Path], weights: Sequence[float], out_dir: Path, base: Path | None = None,
-                      method: str = "linear", granularity: str = "model", block_size: int = 2) -> Path:
-    """Merge ``paths`` with ``weights`` (``method`` linear or task_arithmetic) and write ``out_dir``.
+                      method: str = "linear", granularity: str = "model", block_size: int = 2,
+                      density: float = 0.5, seed: int = 0) -> Path:
+    """Merge ``paths`` with ``weights`` and write ``out_dir``.
 
-    A transformers folder in gives a transformers folder out (plus ``dfwe.json`` and ``mergekit.yaml``);
-    bare ``.safetensors`` files in give ``out_dir/model.safetensors``.
+    ``method`` is linear, task_arithmetic, or ties / dare (peft semantics, trimming to ``density``; DARE's
+    random masks seeded by ``seed``); all but linear need ``base``. A transformers folder in gives a
+    transformers folder out (plus ``dfwe.json`` and ``mergekit.yaml``); bare ``.safetensors`` files in give
+    ``out_dir/model.safetensors``.
     """
+    if method in ("task_arithmetic", "ties", "dare") and base is None:
+        raise BadInput(f"--method {method} needs --base (the checkpoint task vectors are measured from)")
     space = WeightSpace.from_checkpoints(list(paths), base=base)
+    if method in ("ties", "dare"):
+        space.sparsify_(method, density, seed)
     space.set_grouping(granularity, block_size)
     matrix = weight_matrix(weights, space.grouping.size, space.num_ingredients)
     names = [str(p) for p in paths]
@@ -46,5 +53,5 @@ def merge_checkpoints(paths: Sequence[Path], weights: Sequence[float], out_dir: 
         space.apply(method, matrix)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_tensors(space.state_dict(), out_dir / "model.safetensors")
-    write_mergekit_yaml(out_dir / "mergekit.yaml", mergekit_config(space, matrix, list(paths), method, base))
+    write_mergekit_yaml(out_dir / "mergekit.yaml", mergekit_config(space, matrix, list(paths), method, base, density))
     return out_dir

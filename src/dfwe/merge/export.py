@@ -40,8 +40,12 @@ def tensor_weights(space: WeightSpace, weights: np.ndarray) -> dict[str, np.ndar
 
 
 def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Path], method: str,
-                    base: Path | None = None) -> dict:
-    """A mergekit config that reproduces this merge with mergekit's ``linear`` or ``task_arithmetic``.
+                    base: Path | None = None, density: float = 0.5) -> dict:
+    """A mergekit config for this merge.
+
+    ``linear`` and ``task_arithmetic`` are reproduced exactly (to float rounding). For ``ties`` and ``dare``
+    the recipe names mergekit's nearest method, which differs: mergekit elects TIES signs on *weighted*
+    task vectors and draws its own DARE masks; ``merged/`` holds dfwe's exact weights.
 
     Per-tensor weights are spelled out as mergekit filters keyed by full tensor names, longest names first
     so that no name's filter can catch a longer name that contains it.
@@ -56,16 +60,18 @@ def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Pa
         else:
             value = [{"filter": n, "value": float(per_tensor[n][i])} for n in names]
         entries.append({"model": str(Path(path).resolve()), "parameters": {"weight": value}})
-    config: dict = {"merge_method": method, "models": entries, "dtype": "float32", "out_dtype": "float32"}
-    if method == "linear":
-        config["parameters"] = {"normalize": False}
+    mergekit_method = {"dare": "dare_linear"}.get(method, method)
+    config: dict = {"merge_method": mergekit_method, "models": entries, "dtype": "float32", "out_dtype": "float32",
+                    "parameters": {"normalize": False}}
     if base is not None:
         config["base_model"] = str(Path(base).resolve())
-    if method == "task_arithmetic":
-        config["parameters"] = {"normalize": False}
+    if method in ("ties", "dare"):
+        config["parameters"]["density"] = density
     return config
 
 
 def write_mergekit_yaml(path: Path, config: dict) -> None:
-    atomic_write_text(path, "# Reproduce this merge with: mergekit-yaml mergekit.yaml OUT_DIR\n"
-                      + yaml.safe_dump(config, sort_keys=False))
+    exact = config["merge_method"] in ("linear", "task_arithmetic")
+    header = ("# Reproduce this merge with: mergekit-yaml mergekit.yaml OUT_DIR\n" if exact else
+              "# mergekit's nearest recipe: its TIES/DARE differ from dfwe's (peft semantics); merged/ is exact\n")
+    atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False))
