@@ -28,7 +28,8 @@ class TrainConfig(_Frozen):
     """One fine-tuning recipe; experts and target fine-tunes each get one."""
 
     lr: float = Field(5e-5, gt=0)
-    epochs: int = Field(10, ge=1)
+    # Full fine-tuning epochs after the optional linear probe (0 with linear_probe: the probe alone).
+    epochs: int = Field(10, ge=0)
     batch_size: int = Field(16, ge=1)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = Field(0.01, ge=0)
@@ -37,8 +38,17 @@ class TrainConfig(_Frozen):
     select: Literal["best", "last"] = "best"
     select_metric: Metric = "loss"
     patience: int | None = Field(None, ge=1)
-    # Epochs at the start with the body frozen and only the head trained (LP-FT); 0 turns it off.
-    head_warmup_epochs: int = Field(0, ge=0)
+    # LP-FT: first fit the classification head alone on frozen features (L2-regularised logistic regression,
+    # full batch), then fine-tune everything. Few-sample fine-tuning from a random head distorts the
+    # expert's features; a fitted head leaves far less to change.
+    linear_probe: bool = False
+    probe_c: float = Field(1.0, gt=0)  # inverse L2 strength, as scikit-learn's C
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> "TrainConfig":
+        if self.epochs == 0 and not self.linear_probe:
+            raise ValueError("epochs: 0 trains nothing; set epochs >= 1 or linear_probe: true")
+        return self
 
 
 class SyntheticConfig(_Frozen):

@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from dfwe.config import TrainConfig
-from dfwe.data.encode import EncodedSet, train_batches
+from dfwe.data.encode import EncodedSet, eval_batches, train_batches
 from dfwe.eval.metrics import LOWER_IS_BETTER, score_logits
 from dfwe.eval.predict import predict_logits
 from dfwe.progress import progress_bar
@@ -30,7 +30,8 @@ class TrainResult:
 
     @property
     def dev(self) -> dict[str, float] | None:
-        return self.history[self.kept_epoch - 1].get("dev") if self.history else None
+        kept = [record for record in self.history if record["epoch"] == self.kept_epoch]
+        return kept[0].get("dev") if kept else None
 
 
 def _param_groups(model: PreTrainedModel, weight_decay: float) -> list[dict]:
@@ -46,6 +47,64 @@ def _is_better(metric: str, new: float, old: float | None) -> bool:
     return new < old if metric in LOWER_IS_BETTER else new > old
 
 
+def head_module(model: PreTrainedModel) -> torch.nn.Module:
+    """The module that maps features to logits (``classifier`` in BERT, RoBERTa, DistilBERT, ...)."""
+    for name in ("classifier", "score"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return getattr(model, name)
+    raise ValueError(f"{type(model).__name__} has no classifier/score head to probe")
+
+
+@torch.no_grad()
+def _head_inputs(model: PreTrainedModel, head: torch.nn.Module, data: EncodedSet, batch_size: int) -> torch.Tensor:
+    """What the head receives for every example of ``data`` (model in eval mode: no dropout)."""
+    captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hook = head.register_forward_hook(lambda module, args, output: captured.append(args[0].detach()))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        for batch in eval_batches(data, batch_size):
+            batch = batch.to(device)
+            model(**batch.model_inputs())
+            rows.append(batch.rows)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    features = torch.cat([c if c.ndim == 2 else c[:, 0] for c in captured])  # sequence heads read the first token
+    out = torch.empty_like(features)
+    out[torch.cat(rows)] = features
+    return out
+
+
+def fit_head(model: PreTrainedModel, train: EncodedSet, c: float = 1.0, batch_size: int = 64) -> None:
+    """Fit the head alone on frozen features: full-batch L-BFGS on cross-entropy + ||W||^2 / (2 C n).
+
+    The objective is scikit-learn's ``LogisticRegression(C=c)`` divided by ``C n`` (weights, not biases,
+    are penalised), so the fit is deterministic and independent of batch order.
+    """
+    head = head_module(model)
+    features = _head_inputs(model, head, train, batch_size)
+    labels = train.labels.to(features.device)
+    penalised = [p for name, p in head.named_parameters() if not name.endswith("bias")]
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-7,
+                                  tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
+    was_training = head.training
+    head.eval()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        logits = head(features if features.ndim == 2 else features[:, None])
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        loss = loss + sum((p**2).sum() for p in penalised) / (2 * c * len(labels))
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    head.train(was_training)
+
+
 def fine_tune(model: PreTrainedModel, train: EncodedSet, dev: EncodedSet | None, recipe: TrainConfig, seed: int,
               desc: str = "train") -> TrainResult:
     """Fine-tune ``model`` in place on ``train``; keep the best epoch on ``dev`` when ``recipe.select == 'best'``.
@@ -56,6 +115,14 @@ def fine_tune(model: PreTrainedModel, train: EncodedSet, dev: EncodedSet | None,
     device = next(model.parameters()).device
     rng = np.random.default_rng([seed, 0x7A1])
     torch.manual_seed(seed)
+    if recipe.linear_probe:
+        fit_head(model, train, recipe.probe_c)
+    if recipe.epochs == 0:
+        record: dict = {"epoch": 0, "train_loss": float("nan")}
+        if dev is not None:
+            record["dev"] = score_logits(predict_logits(model, dev), dev.labels.numpy(), model.config.num_labels)
+        model.eval()
+        return TrainResult(kept_epoch=0, history=[record])
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
     optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
