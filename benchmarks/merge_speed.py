@@ -1,21 +1,20 @@
 """How fast is one merge? dfwe's in-place merge against the machine's copy bandwidth, a naive per-tensor
-loop over state dicts (the LoraHub pattern) and a write-to-disk-and-reload round trip per candidate (the
-mergekit-evolve pattern). Prints a table and writes JSON; asserts nothing.
+loop over in-memory state dicts (the LoraHub pattern) and an on-disk round trip per candidate (the
+mergekit-evolve pattern: read the N checkpoints, merge, write a model folder, build the model from it).
+Prints a table and writes JSON; asserts nothing.
 
     python benchmarks/merge_speed.py --out benchmarks/results/merge_speed_cpu.json
     python benchmarks/merge_speed.py --device cuda --out benchmarks/results/merge_speed_cuda.json
 
 Each (model, N) case runs in a fresh subprocess so its peak memory is its own. Peak memory is the rise of
-the process's peak resident set (CPU) or of torch's peak allocation (CUDA) above what the process held
-before the checkpoints were read; the floor is (N + 1) x model bytes (stacked ingredients + live model).
+the process's peak resident set (VmHWM, reset first; CPU) or of torch's peak allocation (CUDA) above what
+the process held before the live model was built and the checkpoints read; the floor is (N + 1) x model bytes (stacked ingredients + live model).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,14 +38,25 @@ MODELS = {
 }
 
 
-def rss_mib() -> float:
-    """Peak resident set of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024  # kB
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak-RSS count (VmHWM). getrusage's ru_maxrss would not do: Linux carries it across
+    fork and exec, so a child would report its parent's peak."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def peak_rss_mib() -> float:
+    return _status_mib("VmHWM")
 
 
 def current_rss_mib() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return _status_mib("VmRSS")
 
 
 def timeit(fn, device: torch.device, repeats: int) -> float:
@@ -92,12 +102,13 @@ def run_case(model: str, count: int, folder: Path, device: torch.device, repeats
     """One (model, N) case, measured in this process."""
     paths = make_checkpoints(model, count, folder)[:count]
     config = BertConfig(**MODELS[model], num_labels=7)
-    live_model = BertForSequenceClassification(config).to(device)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.max_memory_allocated()
+    reset_peak_rss()
     rss_before = current_rss_mib()
+    live_model = BertForSequenceClassification(config).to(device)
     space = WeightSpace.from_checkpoints(paths, device=device)
     space.bind(live_model)
     parameters = space.stacked.shape[1]
@@ -108,7 +119,7 @@ def run_case(model: str, count: int, folder: Path, device: torch.device, repeats
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated() - before) / 2**20
     else:
-        peak = rss_mib() - rss_before
+        peak = peak_rss_mib() - rss_before
 
     # the LoraHub pattern: a Python loop over state dicts, one weighted sum per tensor
     states = [space.row_state(r) for r in range(count)]
@@ -119,14 +130,18 @@ def run_case(model: str, count: int, folder: Path, device: torch.device, repeats
 
     naive_s = timeit(naive, device, max(2, repeats // 3))
 
-    # the mergekit-evolve pattern: merge, write the candidate to disk, load it back into the model
+    # the mergekit-evolve pattern, per candidate: read the N checkpoints, merge tensor by tensor, write the
+    # candidate as a model folder, build the evaluation model from that folder
     with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "candidate.safetensors"
+        candidate = Path(tmp) / "candidate"
 
         def disk_round_trip() -> None:
-            merged = naive()
-            save_file({n: t.contiguous().cpu() for n, t in merged.items()}, str(target))
-            live_model.load_state_dict(load_file(str(target), device=str(device)), strict=False)
+            inputs = [load_file(str(path)) for path in paths]
+            merged = {n: sum(float(w) * s[n] for w, s in zip(weights, inputs)) for n in inputs[0]}
+            candidate.mkdir(exist_ok=True)
+            save_file({n: t.contiguous() for n, t in merged.items()}, str(candidate / "model.safetensors"))
+            config.save_pretrained(candidate)
+            BertForSequenceClassification.from_pretrained(candidate).to(device)
 
         disk_s = timeit(disk_round_trip, device, 2)
     floor_bytes = (count + 1) * model_bytes

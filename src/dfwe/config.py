@@ -112,6 +112,12 @@ class ExpertsConfig(_Frozen):
 
     train: TrainConfig = TrainConfig(lr=5e-5, epochs=2, batch_size=32)
     multitask: bool = True
+    # Seed of the experts and of their source subsamples; None: the run's seed. Fixing it lets runs at
+    # several seeds share one set of experts (the expensive stage), varying only the few-sample target.
+    seed: int | None = Field(None, ge=0)
+
+    def resolved_seed(self, run_seed: int) -> int:
+        return run_seed if self.seed is None else self.seed
 
 
 class TargetConfig(_Frozen):

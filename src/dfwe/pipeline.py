@@ -41,7 +41,8 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     work = out_dir / "work"
 
     def prepare() -> PreparedData:
-        return prepare_data(config.data, config.model, config.seed, work, config.eval.split, config.eval.validation)
+        return prepare_data(config.data, config.model, config.seed, work, config.eval.split, config.eval.validation,
+                            source_seed=config.experts.resolved_seed(config.seed))
 
     data = prepare() if config.data.synthetic is None else None  # real data: validated before anything is written
     claim_output_dir(out_dir, config_to_dict(config), resume, overwrite)
@@ -52,8 +53,8 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     # ---- experts: one per source task, plus the multitask expert
     clock = time.perf_counter()
     cache = cache or work
-    experts = train_experts(data, config.data, config.experts.train, config.experts.multitask, config.seed, device,
-                            cache / "experts")
+    experts = train_experts(data, config.data, config.experts.train, config.experts.multitask,
+                            config.experts.resolved_seed(config.seed), device, cache / "experts")
     timing["experts"] = time.perf_counter() - clock
 
     # ---- target fine-tune of every expert and of the pretrained model, one shared head init

@@ -64,8 +64,11 @@ def load_suite(data: DataConfig, model: ModelConfig, seed: int, work_dir: Path) 
 
 
 def prepare_data(data: DataConfig, model: ModelConfig, seed: int, work_dir: Path,
-                 held_out_split: str = "test", validation: bool = False) -> PreparedData:
+                 held_out_split: str = "test", validation: bool = False, source_seed: int | None = None
+                 ) -> PreparedData:
     """Load tasks, draw the seed's few-sample sets, and tokenise every set the run will read.
+
+    ``source_seed`` draws the source subsamples (the experts' data); it defaults to ``seed``.
 
     ``held_out_split`` is the official split scored at the end (``test``, or ``dev`` while developing);
     ``validation`` also encodes the official dev split, to score methods on for choosing options.
@@ -79,6 +82,7 @@ def prepare_data(data: DataConfig, model: ModelConfig, seed: int, work_dir: Path
         return encode(examples, tokenizer, task.label_index, data.max_length)
 
     sources = {name: tasks[name] for name in data.sources}
+    source_seed = seed if source_seed is None else source_seed
     return PreparedData(
         base=base,
         tokenizer=tokenizer,
@@ -89,8 +93,8 @@ def prepare_data(data: DataConfig, model: ModelConfig, seed: int, work_dir: Path
         target_dev=encoded(target, shots.dev),
         target_test=encoded(target, target.splits[held_out_split]),
         target_validation=encoded(target, target.splits["dev"]) if validation else None,
-        source_train={n: encoded(t, subsample(t.splits["train"], data.source_max_examples, seed))
+        source_train={n: encoded(t, subsample(t.splits["train"], data.source_max_examples, source_seed))
                       for n, t in sources.items()},
-        source_dev={n: encoded(t, subsample(t.splits["dev"], data.source_dev_max_examples, seed))
+        source_dev={n: encoded(t, subsample(t.splits["dev"], data.source_dev_max_examples, source_seed))
                     for n, t in sources.items()},
     )

@@ -9,10 +9,12 @@ and writing the live buffer once: the memory traffic floor of ``(rows + 1) x par
 
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 import re
 import struct
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,11 +89,12 @@ def read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
 def read_into(file: Path, destinations: Mapping[str, torch.Tensor]) -> None:
     """Copy tensors of a safetensors file into ``destinations`` (flat views), through a memory map.
 
-    Each tensor is viewed in place in the map, copied (and converted) straight into its destination, and
-    its pages are then released, so reading adds at most one tensor's pages to the resident set.
+    Tensors are viewed in place in the map a slice at a time, copied (and converted) straight into their
+    destination, and the slice's pages are then released, so reading adds only a few MiB to the resident set.
     """
     header, start = _file_header(file)
     page = mmap.PAGESIZE
+    slice_bytes = 16 * 2**20
     with file.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         for name, destination in destinations.items():
             if name not in header:
@@ -99,16 +102,20 @@ def read_into(file: Path, destinations: Mapping[str, torch.Tensor]) -> None:
             info = header[name]
             begin, end = (start + offset for offset in info["data_offsets"])
             dtype = _DTYPES[info["dtype"]]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch warns that a read-only map is not writable; it is only read
-                source = torch.frombuffer(mapped, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin)
-            if not torch.isfinite(source).all():
-                raise BadInput(f"tensor '{name}' in {file.parent if file.name == 'model.safetensors' else file} "
-                               "holds NaN or Inf values")
-            destination.copy_(source)
-            del source
-            aligned = begin - begin % page
-            mapped.madvise(mmap.MADV_DONTNEED, aligned, end - aligned)
+            per_slice = max(1, slice_bytes // dtype.itemsize)
+            for first in range(0, (end - begin) // dtype.itemsize, per_slice):
+                offset = begin + first * dtype.itemsize
+                count = min(per_slice, (end - offset) // dtype.itemsize)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch warns that a read-only map is not writable; it is only read
+                    source = torch.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
+                if not torch.isfinite(source).all():
+                    raise BadInput(f"tensor '{name}' in {file.parent if file.name == 'model.safetensors' else file} "
+                                   "holds NaN or Inf values")
+                destination[first : first + count].copy_(source)
+                del source
+                aligned = offset - offset % page
+                mapped.madvise(mmap.MADV_DONTNEED, aligned, offset + count * dtype.itemsize - aligned)
 
 
 def check_compatible(paths: Sequence[Path]) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -153,7 +160,9 @@ class WeightSpace:
         self.ingredients = tuple(ingredients)
         self.has_base = has_base
         self.deltas = deltas
-        self.live = torch.zeros(stacked.shape[1], dtype=torch.float32, device=stacked.device)
+        # Left unwritten until bind() or merge() fills it: untouched pages cost no memory, so binding a model
+        # (copy a tensor in, free the model's own copy) never holds two whole models at once.
+        self.live = torch.empty(stacked.shape[1], dtype=torch.float32, device=stacked.device)
         self._convert = (torch.empty((stacked.shape[0], min(_CHUNK, stacked.shape[1])), dtype=torch.float32,
                                      device=stacked.device) if stacked.dtype != torch.float32 else None)
         self.set_grouping("model")
@@ -254,6 +263,7 @@ class WeightSpace:
             view = self.live[slot.offset : slot.offset + slot.numel].view(slot.shape)
             view.copy_(param.detach())
             param.data = view
+            _return_freed_memory()  # tensor by tensor, so the old and the new copy never both exist whole
 
     def merge(self, coefficients: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Write the merge ``coefficients`` (``[groups, rows]`` or ``[rows]``) into the live buffer."""
@@ -289,6 +299,16 @@ class WeightSpace:
         """One stacked row (an ingredient, or the base) as named float32 tensors."""
         return {slot.name: self.stacked[row, slot.offset : slot.offset + slot.numel].view(slot.shape).float()
                 for slot in self.slots}
+
+
+def _return_freed_memory() -> None:
+    """Hand the model's old parameter memory back to the OS. glibc keeps freed heap chunks mapped (only its
+    top is trimmed by itself), so without this a bound model would hold a second model's worth of RAM."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to do
+            pass
 
 
 def _natural_key(name: str) -> list:
