@@ -29,12 +29,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "objective=loss": {"search.objective": "loss"},
     "objective=weighted_f1": {"search.objective": "weighted_f1"},
-    "no cross-fitting": {"search.crossfit": False},
-    "granularity=model": {"search.granularity": "model", "search.coarse_budget": 0},
     "init=uniform": {"search.init": "uniform"},
-    "no anchor penalty": {"search.penalty": "none"},
-    "space=task_arithmetic": {"search.space": "task_arithmetic", "search.granularity": "model",
-                              "search.coarse_budget": 0, "search.init": "uniform"},
+    "no linear probe": {"target.train.linear_probe": False},
+    "cross-fitting": {"search.crossfit": True},
+    "anchor penalty": {"search.penalty": "anchor", "search.penalty_strength": 0.1},
+    "granularity=layer": {"search.granularity": "layer", "search.coarse_budget": 20},
 }
 BASELINES = ("multitask-ft", "best-expert-ft", "greedy-soup", "logit-ensemble", "uniform-soup", "base-ft")
 

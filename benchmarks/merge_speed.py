@@ -1,6 +1,7 @@
 """How fast is one merge? dfwe's in-place merge against the machine's copy bandwidth, a naive per-tensor
 loop over in-memory state dicts (the LoraHub pattern) and an on-disk round trip per candidate (the
-mergekit-evolve pattern: read the N checkpoints, merge, write a model folder, build the model from it).
+mergekit-evolve pattern: read the N checkpoints, merge, write a model folder, build the model from it, once
+by hand at its best case and once with mergekit's own ``run_merge``).
 Prints a table and writes JSON; asserts nothing.
 
     python benchmarks/merge_speed.py --out benchmarks/results/merge_speed_cpu.json
@@ -98,10 +99,38 @@ def make_checkpoints(model: str, count: int, folder: Path) -> list[Path]:
     return paths
 
 
+def mergekit_round_trip(space: WeightSpace, weights: np.ndarray, paths: list[Path], config: BertConfig,
+                        tmp: Path, device: torch.device):
+    """One candidate the way mergekit-evolve scores it: mergekit's own ``run_merge`` (in process, so no
+    interpreter start-up is counted) writes the merged folder, and the model is built from it."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    from dfwe.merge.export import mergekit_config
+
+    folders = []
+    for path in paths:  # mergekit reads model folders
+        folder = tmp / "inputs" / path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(folder)
+        if not (folder / "model.safetensors").exists():
+            (folder / "model.safetensors").symlink_to(path.resolve())
+        folders.append(folder)
+    recipe = MergeConfiguration.model_validate(mergekit_config(space, weights[None, :], folders, "linear"))
+    options = MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True, lazy_unpickle=True,
+                           device=str(device))
+
+    def round_trip() -> None:
+        run_merge(recipe, str(tmp / "mergekit-out"), options=options)
+        BertForSequenceClassification.from_pretrained(tmp / "mergekit-out").to(device)
+
+    return round_trip
+
+
 def run_case(model: str, count: int, folder: Path, device: torch.device, repeats: int) -> dict:
     """One (model, N) case, measured in this process."""
     paths = make_checkpoints(model, count, folder)[:count]
-    config = BertConfig(**MODELS[model], num_labels=7)
+    config = BertConfig(**MODELS[model], num_labels=7, architectures=["BertForSequenceClassification"])
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -144,10 +173,12 @@ def run_case(model: str, count: int, folder: Path, device: torch.device, repeats
             BertForSequenceClassification.from_pretrained(candidate).to(device)
 
         disk_s = timeit(disk_round_trip, device, 2)
+        mergekit_s = timeit(mergekit_round_trip(space, weights, paths, config, Path(tmp), device), device, 2)
     floor_bytes = (count + 1) * model_bytes
     return {"model": model, "n": count, "parameters": parameters, "device": str(device),
             "merge_ms": merge_s * 1e3, "effective_GBps": floor_bytes / merge_s / 1e9,
             "naive_ms": naive_s * 1e3, "disk_round_trip_ms": disk_s * 1e3,
+            "mergekit_ms": mergekit_s * 1e3,
             "peak_MiB": peak, "floor_MiB": floor_bytes / 2**20}
 
 
@@ -184,21 +215,24 @@ def main() -> None:
             row["of_copy_bandwidth"] = row["effective_GBps"] * 1e9 / bandwidth
             row["vs_naive"] = row["naive_ms"] / row["merge_ms"]
             row["vs_disk"] = row["disk_round_trip_ms"] / row["merge_ms"]
+            row["vs_mergekit"] = row["mergekit_ms"] / row["merge_ms"]
             row["peak_over_floor"] = row["peak_MiB"] / row["floor_MiB"]
             rows.append(row)
             print(f"{model:9s} N={count:2d}  merge {row['merge_ms']:8.2f} ms  {row['effective_GBps']:6.1f} GB/s "
                   f"({row['of_copy_bandwidth']:.0%} of copy)  naive x{row['vs_naive']:.1f}  "
-                  f"disk x{row['vs_disk']:.0f}  peak {row['peak_MiB']:.0f} MiB ({row['peak_over_floor']:.2f} x floor)",
+                  f"disk x{row['vs_disk']:.0f}  mergekit x{row['vs_mergekit']:.0f}  peak {row['peak_MiB']:.0f} MiB ({row['peak_over_floor']:.2f} x floor)",
                   flush=True)
 
     header = ("| model | N | merge (ms) | effective GB/s | % of copy bandwidth | naive loop (ms) | speed-up vs naive "
-              "| disk round trip (ms) | speed-up vs disk | peak MiB | peak / floor |")
+              "| disk round trip (ms) | speed-up vs disk | mergekit round trip (ms) | speed-up vs mergekit "
+              "| peak MiB | peak / floor |")
     lines = [f"copy bandwidth on {device}: {bandwidth / 1e9:.1f} GB/s (read + write)", "", header,
-             "| --- " * 11 + "|"]
+             "| --- " * 13 + "|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['n']} | {r['merge_ms']:.2f} | {r['effective_GBps']:.1f} | "
                      f"{r['of_copy_bandwidth']:.0%} | {r['naive_ms']:.1f} | {r['vs_naive']:.1f}x | "
-                     f"{r['disk_round_trip_ms']:.0f} | {r['vs_disk']:.0f}x | {r['peak_MiB']:.0f} | "
+                     f"{r['disk_round_trip_ms']:.0f} | {r['vs_disk']:.0f}x | {r['mergekit_ms']:.0f} | "
+                     f"{r['vs_mergekit']:.0f}x | {r['peak_MiB']:.0f} | "
                      f"{r['peak_over_floor']:.2f} |")
     print("\n" + "\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,24 @@ def test_nan_weight_is_reported_with_tensor_and_file(tiny_base, tmp_path):
         WeightSpace.from_checkpoints(folders)
 
 
+def test_reading_in_slices_smaller_than_a_tensor_is_exact_and_still_finds_nan(tiny_base, tmp_path, monkeypatch):
+    import dfwe.merge.space as space_module
+
+    folders = perturbed_copies(tiny_base, tmp_path, 2)
+    whole = WeightSpace.from_checkpoints(folders)
+    monkeypatch.setattr(space_module, "READ_SLICE_BYTES", 100)  # 25 floats: most tensors span many slices
+    sliced = WeightSpace.from_checkpoints(folders)
+    assert torch.equal(whole.stacked, sliced.stacked)
+    for row, state in enumerate(_states(folders)):
+        for name, tensor in state.items():
+            assert torch.equal(sliced.row_state(row)[name], tensor), name
+    state = _states(folders)[1]
+    state["bert.pooler.dense.weight"][-1, -1] = float("inf")  # in the tensor's last slice
+    save_file(state, str(folders[1] / "model.safetensors"))
+    with pytest.raises(BadInput, match="'bert.pooler.dense.weight' .* holds NaN or Inf"):
+        WeightSpace.from_checkpoints(folders)
+
+
 def test_bfloat16_storage_accumulates_in_float32(tiny_base, tmp_path):
     folders = perturbed_copies(tiny_base, tmp_path, 3)
     space = WeightSpace.from_checkpoints(folders, storage_dtype=torch.bfloat16)

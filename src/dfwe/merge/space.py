@@ -86,6 +86,9 @@ def read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
+READ_SLICE_BYTES = 16 * 2**20  # how much of a checkpoint is mapped in at once while reading
+
+
 def read_into(file: Path, destinations: Mapping[str, torch.Tensor]) -> None:
     """Copy tensors of a safetensors file into ``destinations`` (flat views), through a memory map.
 
@@ -94,7 +97,6 @@ def read_into(file: Path, destinations: Mapping[str, torch.Tensor]) -> None:
     """
     header, start = _file_header(file)
     page = mmap.PAGESIZE
-    slice_bytes = 16 * 2**20
     with file.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         for name, destination in destinations.items():
             if name not in header:
@@ -102,7 +104,7 @@ def read_into(file: Path, destinations: Mapping[str, torch.Tensor]) -> None:
             info = header[name]
             begin, end = (start + offset for offset in info["data_offsets"])
             dtype = _DTYPES[info["dtype"]]
-            per_slice = max(1, slice_bytes // dtype.itemsize)
+            per_slice = max(1, READ_SLICE_BYTES // dtype.itemsize)
             for first in range(0, (end - begin) // dtype.itemsize, per_slice):
                 offset = begin + first * dtype.itemsize
                 count = min(per_slice, (end - offset) // dtype.itemsize)
