@@ -58,7 +58,7 @@ def head_module(model: PreTrainedModel) -> torch.nn.Module:
 @torch.no_grad()
 def _head_inputs(model: PreTrainedModel, head: torch.nn.Module, data: EncodedSet, batch_size: int) -> torch.Tensor:
     """What the head receives for every example of ``data`` (model in eval mode: no dropout)."""
-    captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+    captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda module, args, output: captured.append(args[0].detach()))
     device = next(model.parameters()).device
     was_training = model.training
