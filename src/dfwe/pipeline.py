@@ -16,7 +16,7 @@ from dfwe.data.encode import EncodedSet
 from dfwe.data.prepare import PreparedData, prepare_data
 from dfwe.eval.baselines import best_single, greedy_soup, logit_ensemble, uniform_weights
 from dfwe.eval.metrics import bootstrap_intervals, score_logits
-from dfwe.eval.predict import predict_logits
+from dfwe.eval.predict import cached_logits, predict_logits
 from dfwe.io import atomic_write_json, claim_output_dir
 from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
 from dfwe.models import resolve_device
@@ -110,11 +110,16 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     # ---- scores: every method on dev, on test (read here, once, to report) and optionally on validation
     clock = time.perf_counter()
 
+    def saved_logits(weights: np.ndarray, examples: EncodedSet, method: str = "linear") -> np.ndarray:
+        key = {"weights": np.asarray(weights, dtype=np.float64).tolist(), "method": method, "ids": list(examples.ids),
+               "max_length": config.data.max_length, "context_turns": config.data.context_turns}
+        return cached_logits(ingredients.base_init.parent / "logits", key, lambda: logits(weights, examples, method))
+
     def method_logits(examples: EncodedSet) -> dict[str, np.ndarray]:
-        out = {name: logits(one_hot[i], examples) for i, name in enumerate(names)}
+        out = {name: saved_logits(one_hot[i], examples) for i, name in enumerate(names)}
         out["logit-ensemble"] = logit_ensemble([out[name] for name in names])
-        out["uniform-soup"] = logits(uniform_weights(len(names)), examples)
-        out["greedy-soup"] = logits(greedy, examples)
+        out["uniform-soup"] = saved_logits(uniform_weights(len(names)), examples)
+        out["greedy-soup"] = saved_logits(greedy, examples)
         out["dfwe"] = logits(dfwe_weights, examples, search_space.method)  # last: the live model stays dfwe's
         return out
 

@@ -63,3 +63,24 @@ def test_calibrated_cross_entropy_is_blind_to_confidence_scale():
     assert cross_entropy(8.0 * logits, gold) > np.log(5)
     assert calibrated_cross_entropy(8.0 * logits, gold) < calibrated_cross_entropy(np.zeros((400, 5)), gold)
     assert calibrated_cross_entropy(np.zeros((400, 5)), gold) == pytest.approx(np.log(5))
+
+
+def test_cached_logits_computes_once_per_key(tmp_path):
+    from dfwe.eval.predict import cached_logits
+
+    calls = []
+
+    def compute(value):
+        def run():
+            calls.append(value)
+            return np.full((3, 2), value, dtype=np.float32)
+        return run
+
+    key = {"weights": [0.5, 0.5], "ids": ["a", "b", "c"]}
+    first = cached_logits(tmp_path, key, compute(1.0))
+    again = cached_logits(tmp_path, dict(reversed(list(key.items()))), compute(2.0))  # same key, other order
+    other = cached_logits(tmp_path, {**key, "weights": [1.0, 0.0]}, compute(3.0))
+    assert calls == [1.0, 3.0]
+    np.testing.assert_array_equal(again, first)
+    assert again.dtype == np.float32 and float(other[0, 0]) == 3.0
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not list(tmp_path.glob(".*tmp*"))

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any, Callable
+
 import numpy as np
 import torch
 from transformers import PreTrainedModel
 
 from dfwe.data.encode import EncodedSet, eval_batches
+from dfwe.io import atomic_write_bytes
 
 
 @torch.inference_mode()
@@ -21,3 +28,20 @@ def predict_logits(model: PreTrainedModel, data: EncodedSet, batch_size: int = 6
         out[batch.rows] = batch.restrict(model(**batch.model_inputs()).logits.float())
     model.train(was_training)
     return out.cpu().numpy()
+
+
+def cached_logits(cache_dir: Path, key: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()``, or what it returned before for the same ``key``.
+
+    The logits of a fixed merge of fixed checkpoints on a fixed example set never change, so runs that share
+    ingredients (options that differ only in their search) score each baseline once. ``key`` must name
+    everything the logits depend on besides the checkpoints, whose own cache folder ``cache_dir`` is.
+    """
+    path = cache_dir / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20] + ".npy")
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    logits = compute()
+    buffer = io.BytesIO()
+    np.save(buffer, logits, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+    return logits
