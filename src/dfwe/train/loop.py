@@ -72,7 +72,8 @@ def _head_inputs(model: PreTrainedModel, head: torch.nn.Module, data: EncodedSet
     finally:
         hook.remove()
         model.train(was_training)
-    features = torch.cat([c if c.ndim == 2 else c[:, 0] for c in captured])  # sequence heads read the first token
+    # sequence heads (RoBERTa's) read only the first token: keep just that one, in the shape the head takes
+    features = torch.cat([c if c.ndim == 2 else c[:, :1] for c in captured])
     out = torch.empty_like(features)
     out[torch.cat(rows)] = features
     return out
@@ -95,7 +96,7 @@ def fit_head(model: PreTrainedModel, train: EncodedSet, c: float = 1.0, batch_si
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        logits = head(features if features.ndim == 2 else features[:, None])
+        logits = head(features)
         loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         loss = loss + sum((p**2).sum() for p in penalised) / (2 * c * len(labels))
         loss.backward()
