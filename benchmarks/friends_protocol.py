@@ -1,13 +1,14 @@
 """The Friends protocol and its ablation: ``dfwe bench`` at each k for the default config and for variants
-that each change one option, all sharing one cache (experts are trained once per seed; target fine-tunes
-are shared by variants that differ only in their search). Prints tables, writes JSON; asserts nothing.
+that each change one option, all sharing one cache (experts are trained once; ingredients are shared by
+variants that differ only downstream of them). Prints tables, writes JSON; asserts nothing.
 
     python benchmarks/friends_protocol.py --data-dir ../shared/data/friends --out runs/friends-protocol
 
 Each variant row is reproduced on its own by
     dfwe bench --data-dir D --shots K --seeds 0 1 2 --out OUT --set KEY=VALUE ...   (the variant's overrides)
 
-Every method is also scored on the official dev split ("validation"): compare variants there, not on test.
+``--split dev`` scores on the official dev split instead of test: options are compared there while developing,
+so that test data never steers a choice.
 """
 
 from __future__ import annotations
@@ -19,28 +20,64 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from dfwe.bench import run_bench  # noqa: E402
 from dfwe.config import friends_config_path, load_config  # noqa: E402
-from dfwe.report.write import HEADLINE  # noqa: E402
 
 # Each variant changes the default (configs/friends.yaml) in one respect.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "previous recipe (own LP-FT heads, lr 1e-5 x 5, heads averaged)": {
+        "target.head": "own", "target.train.lr": 1e-5, "target.train.epochs": 5, "target.train.select": "last",
+        "target.train.freeze_head": False, "merge.head": "average"},
+    "previous recipe, merge head=refit": {
+        "target.head": "own", "target.train.lr": 1e-5, "target.train.epochs": 5, "target.train.select": "last",
+        "target.train.freeze_head": False},
+    "head=own (LP-FT probe per ingredient)": {"target.head": "own", "target.train.freeze_head": False},
+    "merge head=average": {"merge.head": "average"},
+    "head not frozen": {"target.train.freeze_head": False},
+    "pooling=cls": {"model.pooling": "cls"},
+    "experts from multitask (ratatouille)": {"experts.start": "multitask"},
+    "granularity=layer, shrunk to global": {"search.granularity": "layer", "search.coarse_budget": 20,
+                                            "search.penalty": "anchor", "search.penalty_strength": 1.0},
     "objective=loss": {"search.objective": "loss"},
     "objective=weighted_f1": {"search.objective": "weighted_f1"},
-    "init=uniform": {"search.init": "uniform"},
-    "no linear probe": {"target.train.linear_probe": False},
     "cross-fitting": {"search.crossfit": True},
-    "anchor penalty": {"search.penalty": "anchor", "search.penalty_strength": 0.1},
-    "granularity=layer": {"search.granularity": "layer", "search.coarse_budget": 20},
 }
-BASELINES = ("multitask-ft", "best-expert-ft", "greedy-soup", "logit-ensemble", "uniform-soup", "base-ft")
+BASELINES = ("multitask-ft", "best-expert-ft", "greedy-soup", "logit-ensemble")
+SHOWN = ("base-ft", "uniform-soup", *BASELINES)
 
 
-def cell(summary: dict, method: str, split: str) -> str:
-    value = summary[method][split][HEADLINE]
+def cell(summary: dict, method: str, metric: str) -> str:
+    value = summary[method]["test"][metric]
     return f"{value['mean']:.3f} ± {value['std']:.3f}"
+
+
+def mix(results: dict) -> float:
+    """Mean over seeds of dfwe's mean-over-groups largest weight (1.0: one ingredient takes everything)."""
+    return float(np.mean([np.max(seed["methods"]["dfwe"]["weights"], axis=1).mean() for seed in results["seeds"].values()]))
+
+
+def row(variant: str, results: dict, metric: str) -> dict[str, Any]:
+    summary, paired = results["summary"], results["paired"].get("test", {})
+    strongest = max(BASELINES, key=lambda b: summary[b]["test"][metric]["mean"])
+    versus = paired.get(strongest, {}).get(metric, {})
+    return {"variant": variant, "dfwe": cell(summary, "dfwe", metric), "strongest": strongest,
+            "minus_strongest": versus.get("mean"), "ci": versus.get("ci"), "verdict": versus.get("verdict"),
+            "max_weight": mix(results), **{m: cell(summary, m, metric) for m in SHOWN}}
+
+
+def table(rows: list[dict[str, Any]], split: str) -> str:
+    lines = [f"| variant | dfwe {split} | strongest baseline | dfwe − strongest (pooled paired 95% CI) | verdict | "
+             "mean max weight | " + " | ".join(SHOWN) + " |", "| --- " * (6 + len(SHOWN)) + "|"]
+    for r in rows:
+        diff = f"{r['minus_strongest']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else "-"
+        lines.append(f"| {r['variant']} | {r['dfwe']} | {r['strongest']} | {diff} | {r['verdict']} | "
+                     f"{r['max_weight']:.2f} | " + " | ".join(r[m] for m in SHOWN) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -49,45 +86,37 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shots", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["default"], choices=list(VARIANTS))
+    parser.add_argument("--split", default="test", choices=["test", "dev"],
+                        help="held-out split scored (dev while choosing options)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="applies to every variant (e.g. a reduced CPU protocol)")
     parser.add_argument("--deadline", type=float, default=None, help="skip variants that start after this many s")
     args = parser.parse_args()
-    import yaml
-
     common = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.set)}
     start = time.perf_counter()
-    table: dict[str, dict[int, dict]] = {}
-    for variant in args.variants:
-        for shots in args.shots:
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for shots in args.shots:
+        for variant in args.variants:
             if args.deadline and time.perf_counter() - start > args.deadline:
                 print(f"skipping {variant} k={shots}: past the deadline", flush=True)
                 continue
             overrides = {**common, "data.data_dir": str(args.data_dir), "data.shots": shots,
-                         "eval.validation": True, **VARIANTS[variant]}
+                         "eval.split": args.split, **VARIANTS[variant]}
             config = load_config(friends_config_path(), overrides)
-            out = args.out / f"k{shots}" / variant.replace("=", "-").replace(" ", "-")
+            out = args.out / f"k{shots}" / variant.split(" (")[0].replace("=", "-").replace(" ", "-").replace(",", "")
             began = time.perf_counter()
             results = run_bench(config, args.seeds, out, resume=True, cache=args.out / "cache")
-            table.setdefault(variant, {})[shots] = {"summary": results["summary"],
-                                                    "seconds": time.perf_counter() - began,
-                                                    "overrides": {**common, **VARIANTS[variant]}}
-            summary = results["summary"]
-            print(f"{variant:24s} k={shots:2d}  dfwe validation {cell(summary, 'dfwe', 'validation')}  "
-                  f"test {cell(summary, 'dfwe', 'test')}  | multitask-ft test {cell(summary, 'multitask-ft', 'test')}"
-                  f"  ({time.perf_counter() - began:.0f}s)", flush=True)
-            (args.out / "protocol.json").write_text(json.dumps(table, indent=2))
+            entry = row(variant, results, results["task"]["metric"])
+            entry.update(seconds=time.perf_counter() - began, overrides={**common, **VARIANTS[variant]})
+            rows.setdefault(shots, []).append(entry)
+            print(f"k={shots:2d} {variant:40s} dfwe {entry['dfwe']}  vs {entry['strongest']} "
+                  f"{entry['minus_strongest']:+.3f} {entry['verdict']}  max weight {entry['max_weight']:.2f} "
+                  f"({entry['seconds']:.0f}s)", flush=True)
+            (args.out / "protocol.json").write_text(json.dumps(rows, indent=2))
     lines = []
-    for shots in args.shots:
-        lines += [f"### k = {shots}", "", "| variant | dfwe validation wF1 | dfwe test wF1 | " +
-                  " | ".join(f"{b} test" for b in BASELINES) + " |", "| --- " * (3 + len(BASELINES)) + "|"]
-        for variant, by_k in table.items():
-            if shots in by_k:
-                s = by_k[shots]["summary"]
-                lines.append(f"| {variant} | {cell(s, 'dfwe', 'validation')} | {cell(s, 'dfwe', 'test')} | " +
-                             " | ".join(cell(s, b, "test") for b in BASELINES) + " |")
-        lines.append("")
+    for shots, entries in rows.items():
+        lines += [f"### k = {shots} ({args.split} split)", "", table(entries, args.split), ""]
     (args.out / "protocol.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

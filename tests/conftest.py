@@ -10,7 +10,6 @@ import pytest
 import torch
 
 os.environ.setdefault("DFWE_PROGRESS", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 FRIENDS = REPO.parent / "shared" / "data" / "friends"
@@ -40,25 +39,85 @@ def small_task(tmp_path: Path) -> Path:
                                            "test": friends_rows("te", labels, 5)})
 
 
+LABELS = ("neg", "neu", "pos")
+
+
+def small_task_spec(path: Path = Path("small")):
+    """The three-label classification task that ``perturbed_copies`` models are trained for."""
+    from dfwe.data.tasks import Task
+
+    return Task(name="small", path=path, shape="classification", labels=LABELS, metric="weighted_f1", splits={})
+
+
 @pytest.fixture
 def tiny_base(tmp_path: Path) -> Path:
-    """A tiny randomly initialised BERT classifier folder with a word-level tokenizer."""
+    """A tiny randomly initialised BERT encoder folder with a word-level tokenizer (mean pooling)."""
     from dfwe.models import build_tiny_base
 
     return build_tiny_base(tmp_path / "tiny-base", WORDS + ["ross", "rachel", "hi", ":"], hidden_size=16,
                            num_layers=2, num_heads=2, intermediate_size=32, seed=0)
 
 
+def tiny_model(base: Path, seed: int = 0, labels: tuple[str, ...] = LABELS):
+    """A dfwe classifier on ``base`` with a seeded head."""
+    from dfwe.models import new_model, resolve_pooling
+
+    torch.manual_seed(seed)
+    return new_model(base, "classification", labels, resolve_pooling(base))
+
+
 def perturbed_copies(base: Path, out: Path, count: int, scale: float = 0.05) -> list[Path]:
-    """``count`` copies of a model folder with seeded random perturbations of every weight (3 labels)."""
-    from dfwe.models import load_classifier, load_tokenizer, save_classifier
+    """``count`` dfwe classifier folders on ``base`` with seeded random perturbations of every weight."""
+    from dfwe.models import load_tokenizer, save_model
+    from dfwe.shapes import Preprocessing
 
     folders = []
     for i in range(count):
-        torch.manual_seed(100 + i)
-        model = load_classifier(base, ["neg", "neu", "pos"])
+        model = tiny_model(base, seed=100 + i)
         with torch.no_grad():
             for param in model.parameters():
                 param.add_(scale * torch.randn_like(param))
-        folders.append(save_classifier(model, load_tokenizer(base), out / f"ckpt{i}"))
+        folders.append(save_model(model, load_tokenizer(base), out / f"ckpt{i}", Preprocessing(max_length=32),
+                                  small_task_spec()))
     return folders
+
+
+def write_tiny_suite(root: Path, dialogues: int = 8, per_dialogue: int = 3) -> Path:
+    """A tiny FETA-like suite with one task of each shape, every record in a dialogue (seeded, fixed)."""
+    import random
+
+    rng = random.Random(0)
+    names = ["ross", "rachel"]
+
+    def words(count: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(count))
+
+    def record(shape: str, split: str, d: int, i: int) -> dict:
+        base = {"id": f"{shape}-{split}-{d}-{i}", "dialogue_id": f"s01_e{d:02d}_c01"}
+        if shape == "emo":
+            return {**base, "speaker": rng.choice(names), "utterance": words(4), "context": [f"ross: {words(3)}"],
+                    "label": rng.choice(["happy", "sad", "ok"])}
+        if shape == "rel":
+            return {**base, "text": f"relations of {names[0]} with {names[1]}", "text_pair": words(8),
+                    "labels": rng.sample(["friends", "dates", "unanswerable"], rng.randint(1, 2))}
+        if shape == "qa":
+            context = f"ross : {words(20)} rachel : {words(20)}"
+            start = context.index("rachel")
+            return {**base, "question": f"who {words(2)}", "context": context,
+                    "answers": [{"text": "rachel", "start": start}]}
+        choices = names + (["hi"] if i % 2 else [])
+        return {**base, "question": f"@placeholder {words(3)}", "context": f"ross : {words(10)}",
+                "choices": choices, "label": rng.choice(choices)}
+
+    specs = {"emo": None,
+             "rel": {"type": "multilabel", "metric": "micro_f1", "labels": ["friends", "dates", "unanswerable"],
+                     "metric_ignore_labels": ["unanswerable"]},
+             "qa": {"type": "span", "metric": "token_f1"},
+             "rc": {"type": "multiple_choice", "metric": "accuracy"}}
+    for shape, spec in specs.items():
+        rows = {split: [record(shape, split, d + 100 * n, i) for d in range(dialogues) for i in range(per_dialogue)]
+                for n, split in enumerate(("train", "dev", "test"))}
+        write_task(root / shape, rows)
+        if spec is not None:
+            (root / shape / "task.json").write_text(json.dumps(spec))
+    return root

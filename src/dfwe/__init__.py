@@ -6,34 +6,49 @@ search without gradients the weights that interpolate them into one model::
     from pathlib import Path
     import dfwe
 
-    config = dfwe.load_config(Path("configs/friends.yaml"), {"data.shots": 8})
+    config = dfwe.load_config(dfwe.friends_config_path(), {"data.shots": 8})
     results = dfwe.run(config, Path("runs/friends-k8"))
     print(results["methods"]["dfwe"]["test"])
+
+The public names below are imported on first use, so ``import dfwe`` is cheap and changes nothing global.
 """
 
-from dfwe.bench import run_bench
-from dfwe.config import RunConfig, SearchConfig, TrainConfig, demo_config_path, friends_config_path, load_config
-from dfwe.errors import BadInput
-from dfwe.eval.evaluate import evaluate_model
-from dfwe.merge.apply import merge_checkpoints
-from dfwe.merge.space import WeightSpace
-from dfwe.pipeline import run
-from dfwe.search.standalone import search_checkpoints
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "BadInput",
-    "RunConfig",
-    "SearchConfig",
-    "TrainConfig",
-    "WeightSpace",
-    "demo_config_path",
-    "evaluate_model",
-    "friends_config_path",
-    "load_config",
-    "merge_checkpoints",
-    "run",
-    "run_bench",
-    "search_checkpoints",
-]
+__version__ = "0.2.0"
+
+_PUBLIC = {
+    "BadInput": "dfwe.errors",
+    "RunConfig": "dfwe.config",
+    "SearchConfig": "dfwe.config",
+    "TrainConfig": "dfwe.config",
+    "demo_config_path": "dfwe.config",
+    "feta_config_path": "dfwe.config",
+    "friends_config_path": "dfwe.config",
+    "load_config": "dfwe.config",
+    "WeightSpace": "dfwe.merge.space",
+    "evaluate_model": "dfwe.eval.evaluate",
+    "merge_checkpoints": "dfwe.merge.apply",
+    "register_auto_classes": "dfwe.modeling",
+    "run": "dfwe.pipeline",
+    "run_bench": "dfwe.bench",
+    "run_suite": "dfwe.bench",
+    "search_checkpoints": "dfwe.search.standalone",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'dfwe' has no attribute {name!r}")
+    value = getattr(import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

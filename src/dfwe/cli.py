@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 import yaml
 
 from dfwe.errors import BadInput
+from dfwe.io import check_output_dir
 
 DEFAULT_FRIENDS = Path("../shared/data/friends")
 
@@ -26,6 +28,31 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"dfwe: error: {message} (see dfwe {self.prog.split()[-1]} --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _version() -> str:
+    """The installed distribution's version, or the package's own when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dfwe")
+    except PackageNotFoundError:
+        from dfwe import __version__
+
+        return __version__
+
+
+def _quiet_third_party() -> None:
+    """Quiet the libraries the commands drive: the CLI's own choice, never made by ``import dfwe``.
+
+    Tokenizers stop warning about forked workers and transformers only logs errors, without progress bars.
+    Hub access is left alone (no ``HF_HUB_OFFLINE``): models load from local folders either way.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -41,7 +68,7 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 def _print_table(results: dict[str, Any]) -> None:
     from dfwe.report.write import results_table
 
-    print(results_table(results["methods"]))
+    print(results_table(results["methods"], results["task"]["metric"]))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -68,15 +95,26 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from dfwe.bench import run_bench, summary_table
-    from dfwe.config import friends_config_path, load_config
+    from dfwe.bench import run_bench, run_suite, summary_table
+    from dfwe.config import feta_config_path, friends_config_path, load_config
 
-    overrides = {**_overrides(args.set), "data.data_dir": str(args.data_dir), "data.target": args.target,
-                 "data.sources": list(args.sources), "data.shots": args.shots}
+    if args.suite is not None:  # every task of the suite as the target in turn
+        config = load_config(args.config or feta_config_path(), _overrides(args.set))
+        results = run_suite(config, args.suite, list(args.seeds), args.out, targets=args.targets,
+                            sources=args.sources, resume=args.resume, overwrite=args.overwrite, cache=args.cache)
+        print((args.out / "report.md").read_text())
+        return
+    if args.targets:
+        raise BadInput("--targets needs --suite (a single benchmark takes --target)")
+    overrides = {**_overrides(args.set), "data.data_dir": str(args.data_dir or DEFAULT_FRIENDS),
+                 "data.target": args.target or "meld_emotion",
+                 "data.sources": list(args.sources or ["meld_sentiment", "emorynlp_emotion"])}
+    if args.shots is not None:
+        overrides["data.shots"] = args.shots
     config = load_config(args.config or friends_config_path(), overrides)
     results = run_bench(config, list(args.seeds), args.out, resume=args.resume, overwrite=args.overwrite,
                         cache=args.cache)
-    print(summary_table(results["summary"]))
+    print(summary_table(results["summary"], results["task"]["metric"]))
     print(f"\nper-seed runs, results.json and report.md in {args.out}/")
 
 
@@ -84,7 +122,8 @@ def cmd_merge(args: argparse.Namespace) -> None:
     from dfwe.merge.apply import merge_checkpoints
 
     merge_checkpoints(args.checkpoints, args.weights, args.out, base=args.base, method=args.method,
-                      granularity=args.granularity, block_size=args.block_size, density=args.density, seed=args.seed)
+                      granularity=args.granularity, block_size=args.block_size, density=args.density, seed=args.seed,
+                      overwrite=args.overwrite)
     print(f"merged model written to {args.out}/ (mergekit recipe in {args.out}/mergekit.yaml)")
 
 
@@ -100,20 +139,34 @@ def cmd_search(args: argparse.Namespace) -> None:
                                         "workers": args.workers, "ray_address": args.ray_address,
                                         "halving": args.halving}, "search")
     results = search_checkpoints(args.checkpoints, args.dev, settings, args.seed, args.out, resume=args.resume,
-                                 base=args.base)
+                                 base=args.base, max_length=args.max_length, context_turns=args.context_turns,
+                                 overwrite=args.overwrite)
     print(json.dumps(results["search"] | {"trace": None, "best_so_far": None}, default=str))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from dfwe.eval.evaluate import evaluate_model
 
-    scores = evaluate_model(args.model_dir, args.task, args.split)
+    scores = evaluate_model(args.model_dir, args.task, args.split, max_length=args.max_length,
+                            context_turns=args.context_turns)
     print(json.dumps(scores, indent=2))
+
+
+def cmd_mergekit(args: argparse.Namespace) -> None:
+    from dfwe.merge.mergekit_run import run_mergekit
+
+    run_mergekit(args.recipe, args.out, args.ingredients_dir)
+    print(f"mergekit wrote {args.out}/")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dfwe", description="Derivative Free Weight-space Ensembling")
+    parser.add_argument("--version", action="version", version=f"dfwe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def preprocessing(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-length", type=int, help="override the max length recorded in the model's dfwe.json")
+        p.add_argument("--context-turns", type=int, help="override the context turns recorded in dfwe.json")
 
     def outputs(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -133,13 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     outputs(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench", help="every baseline and dfwe, every seed, mean and std")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_FRIENDS)
-    p.add_argument("--target", default="meld_emotion")
-    p.add_argument("--sources", nargs="+", default=["meld_sentiment", "emorynlp_emotion"])
-    p.add_argument("--shots", type=int, default=32)
+    p = sub.add_parser("bench", help="every baseline and dfwe, every seed, mean and std (--suite: every target)")
+    p.add_argument("--data-dir", type=Path, help=f"task folders (default {DEFAULT_FRIENDS})")
+    p.add_argument("--target", help="target task (default meld_emotion)")
+    p.add_argument("--sources", nargs="+", help="source tasks (default: meld_sentiment emorynlp_emotion; with "
+                                                 "--suite: every other task of the suite)")
+    p.add_argument("--shots", type=int, help="k examples per class (default: the config's)")
+    p.add_argument("--suite", type=Path, help="a suite folder (FETA-Friends): every task as the target in turn")
+    p.add_argument("--targets", nargs="+", help="with --suite: only these targets")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--config", type=Path, help="base config (default: configs/friends.yaml)")
+    p.add_argument("--config", type=Path,
+                   help="base config (default: configs/friends.yaml, with --suite configs/feta_friends.yaml)")
     p.add_argument("--cache", type=Path, help="share experts and fine-tunes across benchmarks (e.g. k=8 and k=32)")
     outputs(p)
     p.set_defaults(func=cmd_bench)
@@ -155,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--granularity", default="model", choices=["model", "layer", "block", "kind"])
     p.add_argument("--block-size", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("search", help="search merge weights for fine-tuned checkpoints on a dev file")
@@ -175,20 +233,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", type=Path, help="common base checkpoint (task_arithmetic space)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
+    preprocessing(p)
     p.add_argument("--resume", action="store_true", help="continue the search journalled in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the search already in --out")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("evaluate", help="score a saved model on a task split")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--task", type=Path, required=True, help="task folder with train/dev/test.jsonl")
     p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    preprocessing(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("mergekit", help="run a mergekit.yaml that dfwe wrote (dfwe's model classes registered)")
+    p.add_argument("recipe", type=Path, help="the mergekit.yaml; its relative paths are relative to its folder")
+    p.add_argument("out", type=Path, help="output folder (mergekit's)")
+    p.add_argument("--ingredients-dir", type=Path,
+                   help="look the recipe's models up here by folder name (a run moved away from its cache)")
+    p.set_defaults(func=cmd_mergekit)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_third_party()
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "out", None) is not None:
+            check_output_dir(args.out)  # every command with --out: fail before any work, not at the first write
         args.func(args)
     except BadInput as error:
         print(f"dfwe: error: {error}", file=sys.stderr)

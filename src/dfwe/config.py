@@ -43,6 +43,9 @@ class TrainConfig(_Frozen):
     # expert's features; a fitted head leaves far less to change.
     linear_probe: bool = False
     probe_c: float = Field(1.0, gt=0)  # inverse L2 strength, as scikit-learn's C
+    # Train the body only: the head stays where it started (a probe shared by every ingredient keeps one
+    # meaning across them, so their heads stay averageable).
+    freeze_head: bool = False
 
     @model_validator(mode="after")
     def _something_to_train(self) -> "TrainConfig":
@@ -68,12 +71,48 @@ class DataConfig(_Frozen):
     synthetic: SyntheticConfig | None = None
     target: str
     sources: list[str] = Field(min_length=1)
+    # How the few-sample target sets are drawn: k examples per class (train and dev both from the train
+    # split), or FETA's protocol: a seeded fraction of the train and of the dev *dialogues* of every task
+    # (target and sources alike; test is always the full split).
+    sampling: Literal["per_class", "dialogues"] = "per_class"
     shots: int = Field(32, ge=1)
     dev_shots: int | None = Field(None, ge=1)
-    max_length: int = Field(128, ge=8)
+    # dialogues: the fraction kept, one for all tasks or per task ({default: 0.1, question_answering: 0.5})
+    fraction: float | dict[str, float] = 0.1
+    # tokens per input: one value for all tasks, or per task ({default: 128, question_answering: 256})
+    max_length: int | dict[str, int] = 128
     context_turns: int = Field(3, ge=0)
+    stride: int = Field(64, ge=1)  # span tasks: tokens shared by consecutive windows of a long context
     source_max_examples: int | None = Field(None, ge=1)
     source_dev_max_examples: int = Field(500, ge=1)
+
+    @field_validator("fraction")
+    @classmethod
+    def _fractions(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        for fraction in ([value] if isinstance(value, float | int) else value.values()):
+            if not 0 < fraction <= 1:
+                raise ValueError(f"a fraction of dialogues must be in (0, 1], got {fraction}")
+        return value
+
+    @field_validator("max_length")
+    @classmethod
+    def _lengths(cls, value: int | dict[str, int]) -> int | dict[str, int]:
+        for length in ([value] if isinstance(value, int) else value.values()):
+            if length < 8:
+                raise ValueError(f"max_length must be at least 8 tokens, got {length}")
+        return value
+
+    def max_length_of(self, task: str) -> int:
+        """Tokens per input of ``task``."""
+        if isinstance(self.max_length, dict):
+            return int(self.max_length.get(task, self.max_length.get("default", 128)))
+        return int(self.max_length)
+
+    def fraction_of(self, task: str) -> float:
+        """The fraction of dialogues kept of ``task`` (``dialogues`` sampling)."""
+        if isinstance(self.fraction, dict):
+            return float(self.fraction.get(task, self.fraction.get("default", 0.1)))
+        return float(self.fraction)
 
     @model_validator(mode="after")
     def _one_source_of_tasks(self) -> "DataConfig":
@@ -105,6 +144,9 @@ class ModelConfig(_Frozen):
     base: str = "minilm"
     tiny: TinyModelConfig = TinyModelConfig()
     trust_remote_code: bool = False
+    # How a sequence becomes one vector: "auto" reads the base's sentence-transformers pooling config (mean
+    # for all-MiniLM-L6-v2) and otherwise keeps a BERT-style pretrained pooler.
+    pooling: Literal["auto", "mean", "cls", "max", "pooler"] = "auto"
 
 
 class ExpertsConfig(_Frozen):
@@ -112,6 +154,10 @@ class ExpertsConfig(_Frozen):
 
     train: TrainConfig = TrainConfig(lr=5e-5, epochs=2, batch_size=32)
     multitask: bool = True
+    # Multitask batches come from one task at a time, tasks drawn with probability ~ size ** (1 / temperature).
+    temperature: float = Field(1.0, gt=0)
+    # Where single-task experts start: the base, or the multitask expert (model ratatouille).
+    start: Literal["base", "multitask"] = "base"
     # Seed of the experts and of their source subsamples; None: the run's seed. Fixing it lets runs at
     # several seeds share one set of experts (the expensive stage), varying only the few-sample target.
     seed: int | None = Field(None, ge=0)
@@ -121,10 +167,48 @@ class ExpertsConfig(_Frozen):
 
 
 class TargetConfig(_Frozen):
-    """The few-sample fine-tune every ingredient gets."""
+    """The few-sample fine-tune every ingredient gets (see :mod:`dfwe.train.target`)."""
 
     train: TrainConfig = TrainConfig(lr=5e-5, epochs=15, batch_size=16)
+    # Overrides of `train`, one recipe each: every ingredient (and so every single-model baseline) tries all
+    # and keeps the one whose kept epoch is best on dev by train.select_metric. None: `train` alone.
+    grid: list[dict[str, Any]] | None = None
+    # "shared": one probe fitted on the pretrained model's features starts every ingredient;
+    # "own": each ingredient fits its own probe (with train.linear_probe), so heads differ between them.
+    head: Literal["shared", "own"] = "own"
     include_base: bool = True
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_recipes(cls, grid: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for entry in grid or []:
+            unknown = sorted(set(entry) - set(TrainConfig.model_fields))
+            if unknown:
+                raise ValueError(f"grid entry {entry}: '{unknown[0]}' is not a training setting")
+        return grid
+
+    @model_validator(mode="after")
+    def _grid_entries_valid(self) -> "TargetConfig":
+        for index, entry in enumerate(self.grid or []):
+            try:
+                TrainConfig.model_validate({**self.train.model_dump(), **entry})
+            except ValidationError as error:
+                first = error.errors()[0]
+                raise ValueError(f"grid entry {index} ({entry}): {'.'.join(map(str, first['loc']))}: "
+                                 f"{first['msg']}") from None
+        return self
+
+
+class MergeConfig(_Frozen):
+    """How a merged model (the soups, dfwe) gets its head.
+
+    "average": the head is merged with the body, like every other tensor; "refit": for every candidate the
+    head is fitted afresh (a probe, inverse L2 strength probe_c) on the merged body's features of the
+    few-sample *train* set, so the search weighs bodies only and no dev data reaches the head.
+    """
+
+    head: Literal["average", "refit"] = "average"
+    probe_c: float = Field(1.0, gt=0)
 
 
 class SearchConfig(_Frozen):
@@ -200,6 +284,8 @@ class EvalConfig(_Frozen):
     validation: bool = False
     batch_size: int = Field(64, ge=1)
     bootstrap: int = Field(1000, ge=0)
+    # Dev loss barriers between every pair of ingredients (midpoint minus mean of the ends).
+    barriers: bool = True
 
 
 class RunConfig(_Frozen):
@@ -211,6 +297,7 @@ class RunConfig(_Frozen):
     model: ModelConfig = ModelConfig()
     experts: ExpertsConfig = ExpertsConfig()
     target: TargetConfig = TargetConfig()
+    merge: MergeConfig = MergeConfig()
     search: SearchConfig = SearchConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -244,6 +331,11 @@ def config_from_dict(raw: dict[str, Any], origin: str = "config") -> RunConfig:
 def demo_config_path() -> Path:
     """The built-in demo's config (also at ``configs/demo.yaml`` in the repository)."""
     return _PACKAGED / "demo.yaml"
+
+
+def feta_config_path() -> Path:
+    """The FETA-Friends suite's default config (also at ``configs/feta_friends.yaml``)."""
+    return _PACKAGED / "feta_friends.yaml"
 
 
 def friends_config_path() -> Path:

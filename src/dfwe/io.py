@@ -1,8 +1,9 @@
 """Writing results so that nothing is ever half-written or lost.
 
 Files and folders are written under a temporary name beside their destination and renamed into place;
-a crash leaves either the old artefact or the new one, never a mix. An output directory that already
-holds a run is only reused on ``--resume`` (same config) or replaced on ``--overwrite``.
+a crash leaves either the old artefact or the new one, never a mix. An output directory must be creatable
+and writable (:func:`check_output_dir`); one that already holds a run is only reused on ``--resume`` (same
+config) or replaced on ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -59,16 +60,41 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def claim_output_dir(out: Path, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
+def check_output_dir(out: Path) -> None:
+    """Bad input unless ``out`` is, or can be created as, a writable directory; touches nothing on disk."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: is a file, not a directory; choose another --out")
+    for folder in (out, *out.parents):
+        if folder.is_dir():  # the nearest folder that exists: the rest will be created inside it
+            if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+                raise BadInput(f"--out {out}: {folder} is not writable; fix its permissions or choose another --out")
+            return
+        if folder.exists() or folder.is_symlink():
+            raise BadInput(f"--out {out}: cannot create it, {folder} is a file, not a directory; "
+                           "choose another --out")
+
+
+def make_output_dir(out: Path) -> None:
+    """Create ``out`` (and its parents) after :func:`check_output_dir`; any OS refusal is bad input naming it."""
+    check_output_dir(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInput(f"--out {out}: cannot create it ({error.strerror or error}); choose another --out") from None
+
+
+def claim_output_dir(out: Path, config: dict[str, Any] | None, resume: bool, overwrite: bool) -> None:
     """Make ``out`` ready for a run with ``config``, refusing to clobber an earlier run.
 
     * empty or missing: the run starts there;
     * holds a run and ``resume``: the saved config must equal ``config``;
     * holds a run and ``overwrite``: the earlier run is deleted;
     * otherwise: bad input, and nothing is touched.
+
+    ``config`` is saved as ``config.yaml``, the marker ``resume`` looks for; ``None`` (an output that cannot
+    be resumed, such as ``dfwe merge``'s) writes no marker.
     """
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out}: exists and is not a directory")
+    check_output_dir(out)
     occupied = out.is_dir() and any(out.iterdir())
     if occupied and resume:
         marker = out / RUN_MARKER
@@ -76,14 +102,16 @@ def claim_output_dir(out: Path, config: dict[str, Any], resume: bool, overwrite:
             raise BadInput(f"--out {out}: holds files but no {RUN_MARKER}, so there is no run to resume")
         saved = yaml.safe_load(marker.read_text())
         if saved != config:
-            differs = sorted(k for k in set(saved or {}) | set(config) if (saved or {}).get(k) != config.get(k))
+            differs = sorted(k for k in set(saved or {}) | set(config or {})
+                             if (saved or {}).get(k) != (config or {}).get(k))
             raise BadInput(f"--resume: {marker} was written with a different config (differs in {', '.join(differs)}); "
                            "resume with the same config, or use another --out")
     elif occupied and overwrite:
         for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     elif occupied:
         raise BadInput(f"--out {out}: already holds results; pass --resume to continue that run, "
                        "--overwrite to replace it, or choose another directory")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / RUN_MARKER, yaml.safe_dump(config, sort_keys=False))
+    make_output_dir(out)
+    if config is not None:
+        atomic_write_text(out / RUN_MARKER, yaml.safe_dump(config, sort_keys=False))

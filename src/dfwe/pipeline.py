@@ -1,30 +1,49 @@
-"""The whole method, top to bottom: data, experts, target fine-tunes, weight space, search, evaluation, report.
+"""The whole method, top to bottom.
 
-Every choice (expert epochs, greedy-soup membership, the best single model, the searched weights) is
-made on dev data; the test split is read once, at the end, to report scores.
+suite -> base -> data -> experts -> ingredients -> dev choices -> search -> scores -> artefacts. Each stage is
+one function in its own module that takes the typed results of the stages before it. Every choice (kept
+epochs, recipes, the best single model, the greedy soup, the searched weights) is made on few-sample dev
+data; the held-out split is read once, at the end, to report scores.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+
 from dfwe.config import RunConfig, config_to_dict
-from dfwe.data.encode import EncodedSet
-from dfwe.data.prepare import PreparedData, prepare_data
-from dfwe.eval.baselines import best_single, greedy_soup, logit_ensemble, uniform_weights
-from dfwe.eval.metrics import bootstrap_intervals, score_logits
-from dfwe.eval.predict import cached_logits, predict_logits
-from dfwe.io import atomic_write_json, claim_output_dir
-from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
-from dfwe.models import resolve_device
-from dfwe.report.write import HEADLINE, write_report
-from dfwe.search.objective import FoldSpec
-from dfwe.search.run import search_weights
+from dfwe.data.prepare import PreparedData, locate_suite, prepare_data
+from dfwe.eval.baselines import DevChoices, choose_on_dev, uniform_weights
+from dfwe.eval.barriers import loss_barriers
+from dfwe.eval.scores import Merge, Scores, score_methods
+from dfwe.io import check_output_dir, claim_output_dir
+from dfwe.models import prepare_base, resolve_device
+from dfwe.report.results import write_run_outputs
+from dfwe.search.objective import DevFold, FoldSpec
+from dfwe.search.run import SearchOutcome, search_stage
 from dfwe.train.experts import train_experts
-from dfwe.train.target import MULTITASK_FT, fine_tune_ingredients
+from dfwe.train.target import Ingredients, fine_tune_ingredients
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What a run returns: the ``results.json`` content and the per-example test statistics (for pooling)."""
+
+    results: dict[str, Any]
+    scores: Scores
+
+
+class _Timer(dict):
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        began = time.perf_counter()
+        yield
+        self[stage] = self.get(stage, 0.0) + time.perf_counter() - began
 
 
 def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool = False,
@@ -32,148 +51,83 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
     """Run the whole method as ``config`` says and write every artefact into ``out_dir``.
 
     Inputs are read and checked before ``out_dir`` is touched, so bad input never harms an earlier run.
-    ``cache`` (default ``out_dir/work``) holds experts and target fine-tunes under fingerprints of what
-    they depend on, so runs that share them (another k, another search) reuse them.
+    ``cache`` (default ``out_dir/work``) holds the base, experts, ingredients and logits under content keys,
+    so runs that share them (another k, another search, another target) reuse them.
     Returns the results dict that is also written to ``results.json``.
     """
-    timing: dict[str, float] = {}
-    clock = time.perf_counter()
-    work = out_dir / "work"
+    return run_pipeline(config, out_dir, resume, overwrite, cache).results
 
-    def prepare() -> PreparedData:
-        return prepare_data(config.data, config.model, config.seed, work, config.eval.split, config.eval.validation,
-                            source_seed=config.experts.resolved_seed(config.seed))
 
-    data = prepare() if config.data.synthetic is None else None  # real data: validated before anything is written
-    claim_output_dir(out_dir, config_to_dict(config), resume, overwrite)
-    data = data or prepare()
+def run_pipeline(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool = False,
+                 cache: Path | None = None) -> RunOutput:
+    """:func:`run`, also returning the per-example statistics that a benchmark pools across seeds."""
+    check_output_dir(out_dir)
+    cache = cache or out_dir / "work"
+    timing = _Timer()
+    source_seed = config.experts.resolved_seed(config.seed)
+    if config.data.synthetic is not None:  # generated data cannot be bad input: claim first, generate inside
+        claim_output_dir(out_dir, config_to_dict(config), resume, overwrite)
+    with timing("data"):
+        suite = locate_suite(config.data, cache, config.seed)
+        base = prepare_base(config.model, suite, cache, config.seed, config.data.max_length_of(config.data.target))
+        data = prepare_data(config.data, suite, base.tokenizer, config.seed, source_seed, config.eval.split,
+                            config.eval.validation)
+    if config.data.synthetic is None:  # real data was read and checked above
+        claim_output_dir(out_dir, config_to_dict(config), resume, overwrite)
     device = resolve_device(config.device)
-    timing["data"] = time.perf_counter() - clock
 
-    # ---- experts: one per source task, plus the multitask expert
-    clock = time.perf_counter()
-    cache = cache or work
-    experts = train_experts(data, config.data, config.experts.train, config.experts.multitask,
-                            config.experts.resolved_seed(config.seed), device, cache / "experts")
-    timing["experts"] = time.perf_counter() - clock
+    with timing("experts"):
+        experts = train_experts(config.experts, base, data.sources, source_seed, device, cache / "experts")
+    with timing("target"):
+        ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, experts, config.seed, device,
+                                            cache / "ingredients", data.prep)
+        swapped = (fine_tune_ingredients(config.target, base, data.dev, data.train, experts, config.seed, device,
+                                         cache / "ingredients", data.prep) if config.search.crossfit else None)
+    with timing("search"):
+        specs = fold_specs(config, data, ingredients, swapped)
+        folds = [spec.build() for spec in specs]
+        choices = choose_on_dev(folds[0], data.target.metric)
+        search = search_stage(folds, config.search, config.seed, out_dir, search_start(config, choices), specs)
+    with timing("evaluate"):
+        merges = {"uniform-soup": Merge(uniform_weights(len(ingredients.items))),
+                  "greedy-soup": Merge(choices.greedy), "dfwe": Merge(search.weights, search.space.method)}
+        splits = {"dev": data.dev, "test": data.test, **({"validation": data.validation} if data.validation else {})}
+        scores = score_methods(folds[0], ingredients.keys, ingredients.names, merges, splits, cache / "logits",
+                               head_rule(config, data), config.eval.batch_size, config.eval.bootstrap, config.seed)
+        barriers = loss_barriers(folds[0], ingredients.names, data.target.metric) if config.eval.barriers else []
+    results = write_run_outputs(out_dir, config, data, base.tokenizer, experts, ingredients, folds[0], choices, search,
+                                scores, barriers, dict(timing), str(device))
+    return RunOutput(results, scores)
 
-    # ---- target fine-tune of every expert and of the pretrained model, one shared head init
-    clock = time.perf_counter()
-    ingredients = fine_tune_ingredients(data, experts, config.target.train, config.target.include_base, config.seed,
-                                        device, cache / "ingredients")
-    swapped = None
-    if config.search.crossfit:  # the same recipe on the dev set, to be scored on the train set
-        swapped = fine_tune_ingredients(data, experts, config.target.train, config.target.include_base, config.seed,
-                                        device, cache / "ingredients", train=data.target_dev, dev=data.target_train)
-    timing["target"] = time.perf_counter() - clock
 
-    # ---- the weight space: ingredients stacked once, merged in place into one live model
-    clock = time.perf_counter()
-    names = list(ingredients.names)
-    dev_spec = FoldSpec(tuple(ingredients.folders), data.target_dev, base=ingredients.base_init, device=config.device)
-    dev_fold = dev_spec.build()
-    space, model = dev_fold.space, dev_fold.model
-    specs = [dev_spec]
+def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients,
+               swapped: Ingredients | None) -> list[FoldSpec]:
+    """The dev folds the search scores on: ingredients trained on train scored on dev and, when cross-fitting,
+    ingredients trained on dev scored on train. With ``merge.head: refit`` each refits on its training set."""
+    refit = config.merge.head == "refit"
+    base = ingredients.origin if config.search.space == "task_arithmetic" else None
+    specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, config.device,
+                      data.train if refit else None, config.merge.probe_c)]
     if swapped is not None:
-        specs.append(FoldSpec(tuple(swapped.folders), data.target_train, base=swapped.base_init, device=config.device))
-    folds = [dev_fold, *(spec.build() for spec in specs[1:])]
-    batch_size = config.eval.batch_size
+        specs.append(FoldSpec(tuple(swapped.folders), data.train, swapped.origin if base else None, config.device,
+                              data.dev if refit else None, config.merge.probe_c))
+    return specs
 
-    def logits(weights: np.ndarray, split: EncodedSet, method: str = "linear") -> np.ndarray:
-        space.apply(method, weights)
-        return predict_logits(model, split, batch_size)
 
-    # ---- dev-only choices: each ingredient, the soups, the searched weights
-    one_hot = np.eye(len(names))
-    dev_logits = [logits(one_hot[i], data.target_dev) for i in range(len(names))]
-    dev_gold = data.target_dev.labels.numpy()
-    classes = len(data.target.labels)
-    dev_scores = [score_logits(lg, dev_gold, classes)[HEADLINE] for lg in dev_logits]
-    best = best_single(dev_scores)
-    greedy = greedy_soup(dev_scores, lambda w: score_logits(logits(w, data.target_dev), dev_gold, classes)[HEADLINE])
-    start = {"uniform": uniform_weights(len(names)), "best": one_hot[best], "greedy": greedy}[config.search.init]
-    start = (1 - config.search.init_smoothing) * start + config.search.init_smoothing * uniform_weights(len(names))
-    coarse = None
-    if config.search.coarse_budget and config.search.granularity != "model":  # stage 1: one weight per ingredient
-        coarse_config = config.search.model_copy(update={"granularity": "model", "budget": config.search.coarse_budget,
-                                                         "coarse_budget": 0})
-        _, coarse = search_weights(folds, coarse_config, config.seed, out_dir / "journal-coarse.sqlite", init=start,
-                                   specs=specs)
-        start = coarse.best.weights[0]
-    fine_config = config.search.model_copy(update={"budget": config.search.budget - config.search.coarse_budget,
-                                                   "coarse_budget": 0})
-    search_space, search = search_weights(folds, fine_config, config.seed, out_dir / "journal.sqlite", init=start,
-                                          anchor=start, specs=specs)
-    dfwe_weights = search.best.weights
-    timing["search"] = time.perf_counter() - clock
+def search_start(config: RunConfig, choices: DevChoices) -> np.ndarray:
+    """Where the search starts: uniform, the best single ingredient or the greedy soup, smoothed towards uniform
+    so every ingredient stays reachable."""
+    count = len(choices.scores)
+    start = {"uniform": uniform_weights(count), "best": np.eye(count)[choices.best], "greedy": choices.greedy}
+    smoothing = config.search.init_smoothing
+    return (1 - smoothing) * start[config.search.init] + smoothing * uniform_weights(count)
 
-    # ---- scores: every method on dev, on test (read here, once, to report) and optionally on validation
-    clock = time.perf_counter()
 
-    def saved_logits(weights: np.ndarray, examples: EncodedSet, method: str = "linear") -> np.ndarray:
-        key = {"weights": np.asarray(weights, dtype=np.float64).tolist(), "method": method, "ids": list(examples.ids),
-               "max_length": config.data.max_length, "context_turns": config.data.context_turns}
-        return cached_logits(ingredients.base_init.parent / "logits", key, lambda: logits(weights, examples, method))
+def head_rule(config: RunConfig, data: PreparedData) -> dict[str, Any]:
+    """What a merged model's head depends on (part of the content key of its cached outputs)."""
+    if config.merge.head == "refit":
+        return {"rule": "refit", "probe_c": config.merge.probe_c, "train": data.train.encoded.digest()}
+    return {"rule": "average"}
 
-    def method_logits(examples: EncodedSet) -> dict[str, np.ndarray]:
-        out = {name: saved_logits(one_hot[i], examples) for i, name in enumerate(names)}
-        out["logit-ensemble"] = logit_ensemble([out[name] for name in names])
-        out["uniform-soup"] = saved_logits(uniform_weights(len(names)), examples)
-        out["greedy-soup"] = saved_logits(greedy, examples)
-        out["dfwe"] = logits(dfwe_weights, examples, search_space.method)  # last: the live model stays dfwe's
-        return out
 
-    splits = {"dev": data.target_dev, "test": data.target_test}
-    if data.target_validation is not None:
-        splits["validation"] = data.target_validation
-    scored = {split: method_logits(examples) for split, examples in splits.items()}
-    described = {name: {"weights": one_hot[i].tolist()} for i, name in enumerate(names)}
-    described.update({"logit-ensemble": {}, "uniform-soup": {"weights": uniform_weights(len(names)).tolist()},
-                      "greedy-soup": {"weights": greedy.tolist()},
-                      "dfwe": {"weights": np.atleast_2d(dfwe_weights).tolist(), "groups": list(space.grouping.labels),
-                               "method": search_space.method}})
-    test_gold = data.target_test.labels.numpy()
-    methods: dict[str, dict[str, Any]] = {}
-    for method, extra in described.items():
-        methods[method] = {split: score_logits(scored[split][method], examples.labels.numpy(), classes)
-                           for split, examples in splits.items()}
-        methods[method]["test_ci"] = bootstrap_intervals(test_gold, scored["test"][method].argmax(axis=1), classes,
-                                                         config.eval.bootstrap, config.seed)
-        methods[method].update(extra, ingredients=names)
-    methods["best-expert-ft"] = {**methods[names[best]], "selected": names[best]}
-    timing["evaluate"] = time.perf_counter() - clock
-
-    # ---- artefacts: merged model, mergekit recipe, results, report
-    export_merged(model, data.tokenizer, out_dir / "merged", dfwe_weights, names, search_space.method,
-                  space.grouping.labels)
-    base = ingredients.base_init if search_space.method == "task_arithmetic" else None
-    write_mergekit_yaml(out_dir / "mergekit.yaml",
-                        mergekit_config(space, dfwe_weights, ingredients.folders, search_space.method, base))
-    trace = [r.objective for r in (coarse.full if coarse else [])] + [r.objective for r in search.full]
-    results = {
-        "config": config_to_dict(config),
-        "methods": methods,
-        "search": {
-            "evaluations": search.candidates + (coarse.candidates if coarse else 0),
-            "coarse_evaluations": coarse.candidates if coarse else 0,
-            "full_evaluations": len(search.full) + (len(coarse.full) if coarse else 0),
-            "full_evaluations_saved": search.full_evaluations_saved + (coarse.full_evaluations_saved if coarse else 0),
-            "best_objective": search.best.objective,
-            "best_weights": np.atleast_2d(dfwe_weights).tolist(),
-            "optimizer": search.optimizer,
-            "seed": search.seed,
-            "objective": config.search.objective,
-            "trace": trace,
-            "best_so_far": np.minimum.accumulate(trace).tolist(),
-        },
-        "ingredients": names,
-        "few_shot": {"train_ids": list(data.target_train.ids), "dev_ids": list(data.target_dev.ids)},
-        "device": str(device),
-        "timing_seconds": timing,
-    }
-    if MULTITASK_FT not in methods:
-        results["note"] = "one source task: no separate multitask expert"
-    atomic_write_json(out_dir / "results.json", results)
-    write_report(out_dir, results)
-    return results
-
+__all__ = ["DevFold", "RunOutput", "SearchOutcome", "run", "run_pipeline"]

@@ -106,3 +106,30 @@ def test_unknown_optimizer_in_search_command(tmp_path, tiny_base, earlier_run):
                 "--out", str(earlier_run))
     assert_bad_input(done, "optimizer", "'sgd'")
     assert snapshot(earlier_run) == before
+
+
+def latin1_on_line_3(path: Path) -> None:
+    """Put a latin-1 byte (not UTF-8) into line 3 of ``path``."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"Ross", b"Ren\xe9")
+    path.write_bytes(b"".join(lines))
+
+
+def test_task_file_that_is_not_utf8(tmp_path, tiny_base, earlier_run):
+    data = friends_suite(tmp_path / "data")
+    latin1_on_line_3(data / "target" / "dev.jsonl")
+    before = snapshot(earlier_run)
+    done = dfwe("run", str(run_config(tmp_path, data, tiny_base)), "--out", str(earlier_run), "--overwrite")
+    assert_bad_input(done, f"{data / 'target' / 'dev.jsonl'}:3", "not UTF-8")
+    assert snapshot(earlier_run) == before
+
+
+def test_dev_file_that_is_not_utf8_in_search_command(tmp_path, tiny_base, earlier_run):
+    folders = perturbed_copies(tiny_base, tmp_path, 2)
+    dev = write_task(tmp_path / "d", {"dev": friends_rows("dv", ["neg", "pos"], 2)}) / "dev.jsonl"
+    latin1_on_line_3(dev)
+    before = snapshot(earlier_run)
+    done = dfwe("search", *map(str, folders), "--dev", str(dev), "--budget", "3", "--out", str(earlier_run),
+                "--overwrite")
+    assert_bad_input(done, f"{dev}:3", "not UTF-8")
+    assert snapshot(earlier_run) == before

@@ -47,11 +47,18 @@ def test_every_output_exists(demo_run):
 
 
 def test_merged_folder_reloads_and_reproduces_the_dfwe_test_score(demo_run):
+    from dfwe.modeling import register_auto_classes
+
     results = json.loads((demo_run / "results.json").read_text())
+    register_auto_classes()
     model = AutoModelForSequenceClassification.from_pretrained(str(demo_run / "merged"))
-    assert model.config.num_labels == 7
-    scored = dfwe("evaluate", str(demo_run / "merged"), "--task", str(demo_run / "work" / "data" / "demo_emotion"),
-                  "--split", "test")
+    assert type(model).__name__ == "DfweForSequenceClassification" and model.config.num_labels == 7
+    info = json.loads((demo_run / "merged" / "dfwe.json").read_text())
+    assert info["preprocessing"]["max_length"] == results["config"]["data"]["max_length"]
+    assert info["labels"] == results["task"]["labels"] and info["shape"] == "classification"
+    assert info["pooling"] == model.config.pooling == "mean"
+    task_dir = next((demo_run / "work").glob("suite-*/demo_emotion"))
+    scored = dfwe("evaluate", str(demo_run / "merged"), "--task", str(task_dir), "--split", "test")
     assert scored.returncode == 0, scored.stderr
     scores = json.loads(scored.stdout)
     for metric in ("weighted_f1", "accuracy", "macro_f1"):

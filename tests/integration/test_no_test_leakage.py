@@ -27,11 +27,13 @@ def _config(data_dir: Path, base: Path) -> dict:
     return {"seed": 3, "data": {"data_dir": str(data_dir), "target": "demo_emotion",
                                 "sources": ["demo_sentiment", "demo_mood"], "shots": 4, "max_length": 64},
             "model": {"base": str(base)},
+            "target": {"head": "shared", "train": {"lr": 5e-4, "epochs": 4, "batch_size": 8, "select": "best",
+                                                   "select_metric": "weighted_f1", "linear_probe": True,
+                                                   "freeze_head": True}},
             "experts": {"train": {"lr": 1e-3, "epochs": 2, "batch_size": 32, "select": "best"}},
-            "target": {"train": {"lr": 5e-4, "epochs": 4, "batch_size": 8, "select": "best",
-                                 "select_metric": "weighted_f1"}},
+            "merge": {"head": "refit"},
             "search": {"budget": 8, "granularity": "layer", "objective": "calibrated_loss", "init": "greedy",
-                       "coarse_budget": 3, "crossfit": True},
+                       "coarse_budget": 3, "crossfit": True, "penalty": "anchor", "penalty_strength": 0.5},
             "eval": {"bootstrap": 20}}
 
 
@@ -50,17 +52,20 @@ def _journal(path: Path) -> list[tuple]:
 
 
 def _kept_epochs(out: Path) -> dict[str, list[int]]:
-    """Kept epoch of every expert and ingredient, by name (folder fingerprints differ with the data path)."""
+    """Kept epoch of every expert and ingredient, by name (folders are named ``<name>-<content key>``)."""
     kept: dict[str, list[int]] = {}
     for path in out.glob("work/**/dfwe-train.json"):
-        name = path.parent.name.rsplit("-", 1)[0] if "experts" in path.parts else path.parent.name
-        kept.setdefault(name, []).append(json.loads(path.read_text())["kept_epoch"])
+        kept.setdefault(path.parent.name.rsplit("-", 1)[0], []).append(json.loads(path.read_text())["kept_epoch"])
     return {name: sorted(epochs) for name, epochs in kept.items()}
+
+
+def _content_keys(out: Path) -> set[str]:
+    return {json.loads(path.read_text())["key"] for path in out.glob("work/**/dfwe-key.json")}
 
 
 def test_changing_the_test_split_changes_no_choice(tmp_path, monkeypatch):
     suite = tmp_path / "suite"
-    vocabulary = generate_suite(suite, SyntheticConfig(train_size=240, dev_size=40, test_size=80), seed=3)
+    vocabulary, _ = generate_suite(suite, SyntheticConfig(train_size=240, dev_size=40, test_size=80), seed=3)
     base = build_tiny_base(tmp_path / "base", vocabulary, 16, 2, 2, 32, seed=3)
     scrambled = tmp_path / "scrambled"
     shutil.copytree(suite, scrambled)
@@ -69,24 +74,37 @@ def test_changing_the_test_split_changes_no_choice(tmp_path, monkeypatch):
     seen: list[tuple[str, set[str]]] = []
     import dfwe.search.objective as objective_module
     import dfwe.train.experts as experts_module
+    import dfwe.train.loop as loop_module
     import dfwe.train.target as target_module
 
+    def ids_of(sets) -> set[str]:
+        return {i for example_set in (sets or {}).values() for i in example_set.encoded.ids}
+
     def watch_fine_tune(original):
-        def wrapped(model, train, dev, *args, **kwargs):
-            seen.append(("train", set(train.ids)))
-            seen.append(("early stopping", set(dev.ids) if dev is not None else set()))
-            return original(model, train, dev, *args, **kwargs)
+        def wrapped(models, train, dev, *args, **kwargs):
+            seen.append(("train", ids_of(train)))
+            seen.append(("early stopping", ids_of(dev)))
+            return original(models, train, dev, *args, **kwargs)
         return wrapped
 
-    def watch_objective(original):
-        def wrapped(model, data, *args, **kwargs):
-            seen.append(("search objective", set(data.ids)))
-            return original(model, data, *args, **kwargs)
+    def watch_encoded(what, original):
+        def wrapped(model, shape, data, *args, **kwargs):
+            seen.append((what, set(data.ids)))
+            return original(model, shape, data, *args, **kwargs)
         return wrapped
 
     monkeypatch.setattr(experts_module, "fine_tune", watch_fine_tune(experts_module.fine_tune))
     monkeypatch.setattr(target_module, "fine_tune", watch_fine_tune(target_module.fine_tune))
-    monkeypatch.setattr(objective_module, "predict_logits", watch_objective(objective_module.predict_logits))
+    monkeypatch.setattr(target_module, "fit_head", watch_encoded("shared probe", target_module.fit_head))
+    monkeypatch.setattr(loop_module, "fit_head", watch_encoded("refit head", loop_module.fit_head))
+    def watch_objective(original):
+        def wrapped(self, *args, **kwargs):
+            for fold in self.folds:  # what each candidate is scored on (a fixed slice of it at low fidelity)
+                seen.append(("search objective", set(fold.data.encoded.ids)))
+            return original(self, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(objective_module.Objective, "__call__", watch_objective(objective_module.Objective.__call__))
 
     outs = []
     for data_dir in (suite, scrambled):
@@ -95,11 +113,13 @@ def test_changing_the_test_split_changes_no_choice(tmp_path, monkeypatch):
         outs.append((out, results))
 
     test_ids = {json.loads(line)["id"] for line in (suite / "demo_emotion" / "test.jsonl").read_text().splitlines()}
-    assert seen and all(not ids & test_ids for _, ids in seen), "a test example reached training or the search"
+    assert {what for what, _ in seen} == {"train", "early stopping", "shared probe", "refit head", "search objective"}
+    assert all(not ids & test_ids for _, ids in seen), "a test example reached training or the search"
 
     (a_out, a), (b_out, b) = outs
     assert a["few_shot"] == b["few_shot"]
     assert _kept_epochs(a_out) == _kept_epochs(b_out)
+    assert _content_keys(a_out) == _content_keys(b_out)  # the test split is part of no cached artefact's key
     assert a["methods"]["best-expert-ft"]["selected"] == b["methods"]["best-expert-ft"]["selected"]
     assert a["methods"]["greedy-soup"]["weights"] == b["methods"]["greedy-soup"]["weights"]
     assert a["search"]["best_weights"] == b["search"]["best_weights"]

@@ -1,10 +1,17 @@
-"""Greedy soup follows Wortsman et al.'s rule on a constructed case."""
+"""Greedy soup follows Wortsman et al.'s rule on a constructed case; choosing on dev scores singles as trained."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
-from dfwe.eval.baselines import best_single, greedy_soup, logit_ensemble, uniform_weights
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score
+
+from dfwe.data.encode import EncodedSet, ExampleSet
+from dfwe.data.tasks import Example, Task
+from dfwe.eval.baselines import best_single, choose_on_dev, greedy_soup, logit_ensemble, uniform_weights
 
 
 def test_greedy_soup_keeps_only_strict_improvements_in_dev_order():
@@ -37,3 +44,49 @@ def test_best_single_uniform_and_logit_ensemble():
     np.testing.assert_allclose(uniform_weights(4), [0.25] * 4)
     a, b = np.array([[1.0, 3.0]]), np.array([[3.0, -1.0]])
     np.testing.assert_allclose(logit_ensemble([a, b]), [[2.0, 1.0]])
+
+
+def test_choose_on_dev_scores_singles_with_their_heads_and_soups_with_the_head_rule():
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, size=40)
+    labels = ("a", "b", "c")
+    task = Task(name="t", path=Path("t"), shape="classification", labels=labels, metric="accuracy", splits={})
+    examples = tuple(Example(id=str(i), text="x", label=labels[g]) for i, g in enumerate(gold))
+    tokens = torch.zeros((40, 1), dtype=torch.long)  # scoring reads only the targets
+    encoded = EncodedSet(ids=tuple(e.id for e in examples), input_ids=tokens, token_type_ids=tokens,
+                         lengths=torch.ones(40, dtype=torch.long), labels=torch.tensor(gold), pad_id=0)
+    data = ExampleSet(task, examples, encoded)
+    # four ingredients of different skill: logits = noise + skill * one-hot(gold)
+    ingredient_logits = [rng.normal(size=(40, 3)) + skill * np.eye(3)[gold] for skill in (0.2, 1.5, 0.8, 1.0)]
+
+    class Space:
+        num_ingredients = 4
+
+    class Fold:
+        """A live model whose output is the weighted sum of the ingredients' logits."""
+
+        def __init__(self):
+            self.space, self.data, self.calls, self.weights = Space(), data, [], None
+
+        def merge(self, method, weights, refit=True):
+            self.calls.append((method, tuple(weights), refit))
+            self.weights = np.asarray(weights)
+
+        def logits(self, data, batch_size=64):
+            return sum(w * logits for w, logits in zip(self.weights, ingredient_logits))
+
+    fold = Fold()
+    choices = choose_on_dev(fold, "accuracy")
+
+    def accuracy(weights):
+        return accuracy_score(gold, sum(w * l for w, l in zip(weights, ingredient_logits)).argmax(axis=1))
+
+    singles = [accuracy(np.eye(4)[i]) for i in range(4)]
+    assert choices.scores == pytest.approx(singles, abs=1e-12)
+    assert choices.best == int(np.argmax(singles))
+    np.testing.assert_allclose(choices.greedy, greedy_soup(singles, accuracy))
+    np.testing.assert_allclose(choices.greedy, [0, 0.5, 0.5, 0])  # adding 3 did not beat 1 alone; 2 did
+    assert [c[2] for c in fold.calls[:4]] == [False] * 4  # ingredients scored as trained, with their own heads
+    assert [c[1] for c in fold.calls[:4]] == [tuple(np.eye(4)[i]) for i in range(4)]
+    assert len(fold.calls) == 4 + 3 and all(c[2] for c in fold.calls[4:])  # soups: the run's head rule
+    assert {c[0] for c in fold.calls} == {"linear"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_unknown_label_in_test_names_label_and_file(tmp_path):
     rows = {s: friends_rows(s, ["a", "b"], 3) for s in ("train", "dev", "test")}
     rows["test"][0]["label"] = "zebra"
     folder = write_task(tmp_path / "t", rows)
-    with pytest.raises(BadInput, match=r"test\.jsonl: label 'zebra'.*never occurs in .*train\.jsonl"):
+    with pytest.raises(BadInput, match=r"test\.jsonl:1: label 'zebra' is not one of the task's labels \(a, b\)"):
         load_task(folder)
 
 
@@ -58,3 +59,70 @@ def test_friends_record_renders_context_then_utterance(small_task):
     example = load_task(small_task).splits["train"][0]
     assert example.text.startswith("Ross: ")
     assert example.context == "Rachel: hi"
+
+
+SYNTHETIC = {"synthetic": {}, "target": "a", "sources": ["b"]}
+
+
+def test_target_grid_entries_must_be_training_settings():
+    config = config_from_dict({"data": SYNTHETIC, "target": {"grid": [{"lr": 1e-3}, {"lr": 1e-4, "epochs": 3}]}})
+    assert config.target.grid == [{"lr": 1e-3}, {"lr": 1e-4, "epochs": 3}]
+    with pytest.raises(BadInput, match=r"target\.grid: .*'learning_rate' is not a training setting"):
+        config_from_dict({"data": SYNTHETIC, "target": {"grid": [{"lr": 1e-3}, {"learning_rate": 1e-3}]}})
+    with pytest.raises(BadInput) as error:  # a known setting with a bad value is refused too
+        config_from_dict({"data": SYNTHETIC, "target": {"grid": [{"lr": -1}]}})
+    assert "lr" in str(error.value) and "-1" in str(error.value)
+    with pytest.raises(BadInput, match="epochs: 0 trains nothing"):
+        config_from_dict({"data": SYNTHETIC, "target": {"grid": [{"epochs": 0}]}})
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, {"default": 0.1, "question_answering": 0.0}])
+def test_dialogue_fraction_must_be_in_zero_one(fraction):
+    with pytest.raises(BadInput, match=r"data\.fraction: .*must be in \(0, 1\]"):
+        config_from_dict({"data": {**SYNTHETIC, "fraction": fraction}})
+
+
+def test_dialogue_fraction_per_task_and_default():
+    data = config_from_dict({"data": {**SYNTHETIC, "fraction": 1}}).data
+    assert data.fraction_of("anything") == 1.0
+    data = config_from_dict({"data": {**SYNTHETIC, "fraction": {"default": 0.2, "question_answering": 0.5}}}).data
+    assert data.fraction_of("question_answering") == 0.5 and data.fraction_of("personality_detection") == 0.2
+    assert config_from_dict({"data": {**SYNTHETIC, "fraction": {"x": 0.3}}}).data.fraction_of("y") == 0.1
+
+
+def test_head_rules_are_literals():
+    config = config_from_dict({"data": SYNTHETIC})
+    assert config.target.head == "own" and config.merge.head == "average"
+    config = config_from_dict({"data": SYNTHETIC, "target": {"head": "shared"}, "merge": {"head": "refit"}})
+    assert config.target.head == "shared" and config.merge.head == "refit"
+    with pytest.raises(BadInput, match=r"target\.head: .*'shared' or 'own'.*'both'"):
+        config_from_dict({"data": SYNTHETIC, "target": {"head": "both"}})
+    with pytest.raises(BadInput, match=r"merge\.head: .*'average' or 'refit'.*'mean'"):
+        config_from_dict({"data": SYNTHETIC, "merge": {"head": "mean"}})
+
+
+def _task_with_spec(folder: Path, spec: dict, rows: dict[str, list[dict]] | None = None) -> Path:
+    write_task(folder, rows or {s: friends_rows(s, ["a", "b"], 3) for s in ("train", "dev", "test")})
+    (folder / "task.json").write_text(json.dumps(spec))
+    return folder
+
+
+def test_task_json_sets_shape_labels_and_metric(tmp_path):
+    folder = _task_with_spec(tmp_path / "t", {"type": "classification", "labels": ["b", "a", "c"],
+                                               "metric": "macro_f1"})
+    task = load_task(folder)
+    assert (task.shape, task.labels, task.metric) == ("classification", ("b", "a", "c"), "macro_f1")
+
+
+def test_task_json_with_unknown_shape_is_bad_input_naming_it(tmp_path):
+    folder = _task_with_spec(tmp_path / "t", {"type": "regression", "labels": ["a", "b"]})
+    with pytest.raises(BadInput, match=r"task\.json: type 'regression' is not a task shape"):
+        load_task(folder)
+
+
+def test_dev_label_outside_task_json_labels_names_file_and_line(tmp_path):
+    rows = {s: friends_rows(s, ["a", "b"], 3) for s in ("train", "dev", "test")}
+    rows["dev"][2]["label"] = "c"
+    folder = _task_with_spec(tmp_path / "t", {"type": "classification", "labels": ["a", "b"]}, rows)
+    with pytest.raises(BadInput, match=r"dev\.jsonl:3: label 'c' is not one of the task's labels \(a, b\)"):
+        load_task(folder)

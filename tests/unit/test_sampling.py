@@ -1,13 +1,17 @@
-"""Few-sample draws: deterministic per seed, k per class, from train only, train and dev disjoint."""
+"""Few-sample draws: deterministic per seed, k per class, from train only, train and dev disjoint; FETA-Friends'
+dialogue fractions as its README specifies."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
 from conftest import FRIENDS
-from dfwe.data.sampling import few_shot_split, subsample
+from dfwe.data.sampling import dialogue_fraction, few_shot_split, subsample
 from dfwe.data.tasks import load_task
 from dfwe.errors import BadInput
 
@@ -44,6 +48,30 @@ def test_subsample_is_seeded_and_bounded(small_task):
     assert subsample(examples, 10, 3) == subsample(examples, 10, 3)
     assert len(subsample(examples, 10, 3)) == 10
     assert subsample(examples, None, 3) == tuple(examples)
+
+
+@pytest.mark.parametrize(("fraction", "seed", "kept"), [(0.12, 0, 3), (0.12, 5, 3), (0.5, 1, 10), (1.0, 2, 20)])
+def test_dialogue_fraction_follows_the_feta_friends_rule(small_task, fraction, seed, kept):
+    examples = load_task(small_task).splits["train"]  # 20 dialogues tr-d0..tr-d19 of 3 examples each
+    # the README's rule, by hand: sorted distinct dialogue ids, random.Random(seed).shuffle, first ceil(f * n)
+    dialogues = sorted({e.dialogue_id for e in examples})
+    assert dialogues[:3] == ["tr-d0", "tr-d1", "tr-d10"]  # sorted as strings, not in order of appearance
+    random.Random(seed).shuffle(dialogues)
+    chosen = set(dialogues[: math.ceil(fraction * len(dialogues))])
+    assert len(chosen) == kept
+    drawn = dialogue_fraction(examples, fraction, seed)
+    assert drawn == tuple(e for e in examples if e.dialogue_id in chosen)  # whole dialogues, in file order
+    assert Counter(e.dialogue_id for e in drawn) == {d: 3 for d in chosen}
+    assert dialogue_fraction(examples, fraction, seed) == drawn
+
+
+def test_dialogue_fraction_depends_on_the_seed_and_needs_dialogue_ids(small_task):
+    examples = load_task(small_task).splits["train"]
+    draws = {frozenset(e.dialogue_id for e in dialogue_fraction(examples, 0.25, seed)) for seed in range(6)}
+    assert len(draws) > 1
+    no_ids = [replace(e, dialogue_id="") for e in examples]
+    with pytest.raises(BadInput, match="dialogue_id"):
+        dialogue_fraction(no_ids, 0.5, 0)
 
 
 @pytest.mark.realdata

@@ -1,50 +1,81 @@
-"""Tokenisation, done once per example set and reused by every model that reads it.
+"""Token ids, done once per example set and reused by every model that reads it.
 
-An :class:`EncodedSet` keeps token ids padded to the set's longest example plus the true lengths, so a
-batch is a slice trimmed to its own longest member (dynamic padding). Evaluation batches examples of
-similar length together; training batches are shuffled with the run's seed.
+An :class:`EncodedSet` keeps token ids padded to the set's longest row plus the true lengths, so a batch is
+a slice trimmed to its own longest member (dynamic padding). A row is one model input: an example, or one
+window of a long example (spans), and its token ids may carry a choice axis (multiple choice,
+``[rows, choices, tokens]``). Evaluation batches rows of similar length together; training batches are
+shuffled with the run's seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+import hashlib
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from dfwe.data.tasks import Example
-from dfwe.errors import BadInput
+if TYPE_CHECKING:
+    from dfwe.data.tasks import Example, Task
+    from dfwe.shapes.base import TaskShape
 
 
 @dataclass(frozen=True)
 class EncodedSet:
-    """Token ids, token types and labels of one example set."""
+    """Token ids, token types and targets of one example set (see the task shape for what targets mean)."""
 
-    ids: tuple[str, ...]
-    input_ids: torch.Tensor  # [n, max_len], padded with pad_id
-    token_type_ids: torch.Tensor  # [n, max_len]
-    lengths: torch.Tensor  # [n]
-    labels: torch.Tensor  # [n], index into the task's label tuple
+    ids: tuple[str, ...]  # the example id of every row
+    input_ids: torch.Tensor  # [rows, L] or [rows, choices, L], padded with pad_id
+    token_type_ids: torch.Tensor  # same shape as input_ids
+    lengths: torch.Tensor  # [rows] or [rows, choices]; 0 marks a padded choice
+    labels: torch.Tensor  # [rows] class index, [rows, labels] 0/1, or [rows, 2] start/end token
     pad_id: int
-    # [n, num_labels] booleans: which labels each row may take (multitask sets mix label spaces); None = all
-    allowed: torch.Tensor | None = None
+    example_of: torch.Tensor | None = None  # [rows] index of the example a window belongs to (spans)
+    offsets: torch.Tensor | None = None  # [rows, L, 2] character span of each context token, -1 elsewhere
+    truncated: int = 0  # examples whose own text (not only their context) was cut to fit max_length
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def num_examples(self) -> int:
+        return len(self) if self.example_of is None else int(self.example_of.max()) + 1 if len(self) else 0
+
     def subset(self, rows: Sequence[int] | np.ndarray) -> "EncodedSet":
-        rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64))
-        width = int(self.lengths[rows_t].max()) if len(rows_t) else 1
+        """The given rows (whole examples: a span example's windows must be taken together)."""
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        width = max(1, int(self.lengths[index].max())) if len(index) else 1
+        example_of = None
+        if self.example_of is not None:  # renumber the kept examples 0..m-1 in order of appearance
+            kept = self.example_of[index]
+            _, example_of = torch.unique_consecutive(kept, return_inverse=True)
         return EncodedSet(
-            ids=tuple(self.ids[i] for i in rows_t.tolist()),
-            input_ids=self.input_ids[rows_t, :width],
-            token_type_ids=self.token_type_ids[rows_t, :width],
-            lengths=self.lengths[rows_t],
-            labels=self.labels[rows_t],
+            ids=tuple(self.ids[i] for i in index.tolist()),
+            input_ids=self.input_ids[index, ..., :width],
+            token_type_ids=self.token_type_ids[index, ..., :width],
+            lengths=self.lengths[index],
+            labels=self.labels[index],
             pad_id=self.pad_id,
-            allowed=None if self.allowed is None else self.allowed[rows_t],
+            example_of=example_of,
+            offsets=None if self.offsets is None else self.offsets[index, :width],
+            truncated=0,
         )
+
+    def digest(self) -> str:
+        """A hash of everything a model sees when it trains or scores on this set (not the example ids).
+
+        Two sets with the same digest train the same model, so cached artefacts are keyed by it: edit a label
+        or a text, change the tokenizer or max_length, and the digest changes.
+        """
+        hasher = hashlib.sha256()
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, torch.Tensor):
+                hasher.update(f"{field.name}{tuple(value.shape)}{value.dtype}".encode())
+                hasher.update(value.contiguous().numpy().tobytes())
+        hasher.update(str(self.pad_id).encode())
+        return hasher.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -56,105 +87,120 @@ class Batch:
     token_type_ids: torch.Tensor
     labels: torch.Tensor
     rows: torch.Tensor
-    allowed: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
-        moved = (t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask, self.token_type_ids,
-                                                          self.labels, self.rows))
-        return Batch(*moved, allowed=None if self.allowed is None else self.allowed.to(device, non_blocking=True))
-
-    def restrict(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits with each row's disallowed labels masked out (no-op for single-task sets)."""
-        return logits if self.allowed is None else logits.masked_fill(~self.allowed, float("-inf"))
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask,
+                                                                 self.token_type_ids, self.labels, self.rows)))
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "token_type_ids": self.token_type_ids}
 
 
-def encode(examples: Sequence[Example], tokenizer, label_index: dict[str, int], max_length: int) -> EncodedSet:
-    """Tokenise ``examples`` once: context (truncated from its oldest end) then the text itself."""
-    unknown = sorted({e.label for e in examples} - set(label_index))
-    if unknown:
-        raise BadInput(f"label(s) {unknown} are not in the task's label set {sorted(label_index)}")
-    tokenizer.truncation_side = "left"  # drop the oldest context first, never the utterance
-    with_context = [i for i, e in enumerate(examples) if e.context]
-    without = [i for i, e in enumerate(examples) if not e.context]
-    rows: list[list[int]] = [[] for _ in examples]
-    types: list[list[int]] = [[] for _ in examples]
-    if with_context:
-        out = tokenizer([examples[i].context for i in with_context], [examples[i].text for i in with_context],
-                        truncation="only_first", max_length=max_length, return_token_type_ids=True)
-        for j, i in enumerate(with_context):
-            rows[i], types[i] = out["input_ids"][j], out["token_type_ids"][j]
-    if without:
-        out = tokenizer([examples[i].text for i in without], truncation=True, max_length=max_length,
-                        return_token_type_ids=True)
-        for j, i in enumerate(without):
-            rows[i], types[i] = out["input_ids"][j], out["token_type_ids"][j]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    width = int(lengths.max()) if len(rows) else 1
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, t) in enumerate(zip(rows, types)):
-        input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        token_type_ids[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-    labels = torch.tensor([label_index[e.label] for e in examples], dtype=torch.long)
-    return EncodedSet(tuple(e.id for e in examples), input_ids, token_type_ids, lengths, labels, pad_id)
+def pad_rows(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
+    """Ragged lists of ids as one ``[n, longest]`` tensor."""
+    width = max((len(r) for r in rows), default=1) or 1
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out
+
+
+def encode_pairs(tokenizer, texts: Sequence[str], contexts: Sequence[str], max_length: int,
+                 keep: str = "end") -> tuple[list[list[int]], list[list[int]], int]:
+    """Token ids and types of ``text`` (first segment) with its ``context`` (second segment, may be empty).
+
+    The context is cut first: ``keep="end"`` keeps its most recent end (dialogue history, oldest first),
+    ``keep="start"`` its beginning (a scene listed most recent turn first). A text that does not fit even
+    alone is cut at its end and loses its context. Returns ids, types, and how many texts were cut.
+    """
+    text_lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    pair_room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    paired = [i for i, (length, context) in enumerate(zip(text_lengths, contexts)) if context and length < pair_room]
+    alone = sorted(set(range(len(texts))) - set(paired))
+    ids: list[list[int]] = [[] for _ in texts]
+    types: list[list[int]] = [[] for _ in texts]
+    side = tokenizer.truncation_side
+    try:
+        if paired:
+            tokenizer.truncation_side = "left" if keep == "end" else "right"
+            out = tokenizer([texts[i] for i in paired], [contexts[i] for i in paired], truncation="only_second",
+                            max_length=max_length, return_token_type_ids=True)
+            for j, i in enumerate(paired):
+                ids[i], types[i] = out["input_ids"][j], out["token_type_ids"][j]
+        if alone:
+            tokenizer.truncation_side = "right"  # an over-long text keeps its beginning
+            out = tokenizer([texts[i] for i in alone], truncation=True, max_length=max_length,
+                            return_token_type_ids=True)
+            for j, i in enumerate(alone):
+                ids[i], types[i] = out["input_ids"][j], out["token_type_ids"][j]
+    finally:
+        tokenizer.truncation_side = side
+    single_room = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    cut = sum(1 for i in alone if text_lengths[i] > single_room or contexts[i])
+    return ids, types, cut
 
 
 def _make_batch(data: EncodedSet, rows: np.ndarray) -> Batch:
-    rows_t = torch.as_tensor(rows, dtype=torch.long)
-    width = int(data.lengths[rows_t].max())
-    input_ids = data.input_ids[rows_t, :width]
-    mask = (torch.arange(width)[None, :] < data.lengths[rows_t][:, None]).long()
-    allowed = None if data.allowed is None else data.allowed[rows_t]
-    return Batch(input_ids, mask, data.token_type_ids[rows_t, :width], data.labels[rows_t], rows_t, allowed)
+    index = torch.as_tensor(rows, dtype=torch.long)
+    lengths = data.lengths[index]
+    width = max(1, int(lengths.max()))
+    mask = (torch.arange(width) < lengths.unsqueeze(-1)).long()
+    return Batch(data.input_ids[index, ..., :width], mask, data.token_type_ids[index, ..., :width],
+                 data.labels[index], index)
+
+
+def _row_lengths(data: EncodedSet) -> np.ndarray:
+    lengths = data.lengths.numpy()
+    return lengths if lengths.ndim == 1 else lengths.max(axis=1)
+
+
+def full_batch(data: EncodedSet) -> Batch:
+    """Every row of ``data`` as one batch, in row order."""
+    return _make_batch(data, np.arange(len(data)))
 
 
 def eval_batches(data: EncodedSet, batch_size: int) -> Iterator[Batch]:
     """Batches of similar length, in a fixed order; ``Batch.rows`` maps results back."""
-    order = np.argsort(data.lengths.numpy(), kind="stable")
+    order = np.argsort(_row_lengths(data), kind="stable")
     for start in range(0, len(order), batch_size):
         yield _make_batch(data, order[start : start + batch_size])
 
 
-def train_batches(data: EncodedSet, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
-    """Shuffled batches; within windows of 50 batches examples are grouped by length to cut padding."""
+def train_batches(data: EncodedSet, batch_size: int, rng: np.random.Generator) -> list[Batch]:
+    """One epoch of shuffled batches; within windows of 50 batches rows are grouped by length to cut padding."""
     order = rng.permutation(len(data))
+    lengths = _row_lengths(data)
     window = batch_size * 50
     batches = []
     for start in range(0, len(order), window):
         chunk = order[start : start + window]
-        chunk = chunk[np.argsort(data.lengths.numpy()[chunk], kind="stable")]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    for index in rng.permutation(len(batches)):
-        yield _make_batch(data, batches[index])
+    return [_make_batch(data, batches[index]) for index in rng.permutation(len(batches))]
 
 
-def multitask(sets: Sequence[EncodedSet], label_counts: Sequence[int]) -> EncodedSet:
-    """Stack several tasks' sets into one over the concatenated label space ``task0 labels, task1 labels, ...``.
+@dataclass(frozen=True)
+class ExampleSet:
+    """A task's examples, their encoding and the task itself: everything that scoring a model needs."""
 
-    Each row keeps its own task's labels (shifted by the task's offset) and may only take those.
-    """
-    width = max(s.input_ids.shape[1] for s in sets)
-    pad = sets[0].pad_id
-    offsets = np.concatenate([[0], np.cumsum(label_counts)[:-1]]).astype(int)
-    allowed = torch.zeros((sum(len(s) for s in sets), int(sum(label_counts))), dtype=torch.bool)
-    row = 0
-    for s, offset, count in zip(sets, offsets, label_counts):
-        allowed[row : row + len(s), offset : offset + count] = True
-        row += len(s)
+    task: "Task"
+    examples: tuple["Example", ...]
+    encoded: EncodedSet
 
-    def widen(t: torch.Tensor, fill: int) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=fill)
+    @property
+    def shape(self) -> "TaskShape":
+        from dfwe.shapes import get_shape
 
-    return EncodedSet(
-        ids=tuple(i for s in sets for i in s.ids),
-        input_ids=torch.cat([widen(s.input_ids, pad) for s in sets]),
-        token_type_ids=torch.cat([widen(s.token_type_ids, 0) for s in sets]),
-        lengths=torch.cat([s.lengths for s in sets]),
-        labels=torch.cat([s.labels + int(offset) for s, offset in zip(sets, offsets)]),
-        pad_id=pad,
-        allowed=allowed,
-    )
+        return get_shape(self.task.shape)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "ExampleSet":
+        """The examples at ``indices`` (positions), with all of their rows."""
+        indices = [int(i) for i in indices]
+        if self.encoded.example_of is None:
+            rows = indices
+        else:  # a long example's windows travel together
+            by_example: dict[int, list[int]] = {}
+            for row, example in enumerate(self.encoded.example_of.tolist()):
+                by_example.setdefault(example, []).append(row)
+            rows = [row for i in indices for row in by_example[i]]
+        return ExampleSet(self.task, tuple(self.examples[i] for i in indices), self.encoded.subset(rows))

@@ -1,100 +1,139 @@
-"""The data stage: tasks loaded and checked, few-sample sets drawn, everything tokenised once."""
+"""The data stage: tasks loaded and checked, few-sample sets drawn, every set encoded once.
+
+Stages before it: :func:`locate_suite` (where the task folders are; the built-in demo suite is generated)
+and :func:`dfwe.models.prepare_base` (the pretrained model and its tokenizer).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from dfwe.config import DataConfig, ModelConfig
-from dfwe.data.encode import EncodedSet, encode
-from dfwe.data.sampling import FewShotSplit, few_shot_split, subsample
-from dfwe.data.synthetic import TASKS, generate_suite
-from dfwe.data.tasks import Task, load_tasks
+from dfwe.cache import content_key
+from dfwe.config import DataConfig
+from dfwe.data.encode import ExampleSet
+from dfwe.data.sampling import dialogue_fraction, few_shot_split, subsample
+from dfwe.data.tasks import Example, Task, load_tasks
 from dfwe.errors import BadInput
-from dfwe.models import build_tiny_base, load_tokenizer, minilm_path
+from dfwe.io import atomic_dir
+from dfwe.shapes import Preprocessing, get_shape
 
 
-@dataclass
+@dataclass(frozen=True)
+class Suite:
+    """The folder holding the task folders; for the generated demo suite also the words and unlabelled text
+    its tiny base is built from."""
+
+    folder: Path
+    vocabulary: tuple[str, ...] = ()
+    unlabelled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskSplits:
+    """The train and dev sets of one task as a stage reads them."""
+
+    train: ExampleSet
+    dev: ExampleSet
+    prep: Preprocessing
+
+
+@dataclass(frozen=True)
 class PreparedData:
-    """Everything the later stages read: the base model folder, tasks, and encoded example sets."""
+    """Everything the later stages read: the target's few-sample sets, its held-out sets, the sources."""
 
-    base: Path
-    tokenizer: object
     target: Task
-    sources: dict[str, Task]
-    shots: FewShotSplit
-    target_train: EncodedSet
-    target_dev: EncodedSet
-    target_test: EncodedSet
-    target_validation: EncodedSet | None
-    source_train: dict[str, EncodedSet]
-    source_dev: dict[str, EncodedSet]
+    train: ExampleSet
+    dev: ExampleSet
+    test: ExampleSet  # the held-out split scored at the end (official test, or official dev while developing)
+    validation: ExampleSet | None  # official dev (minus few-sample dev), scored to compare options, never to choose
+    sources: dict[str, TaskSplits]
+    prep: Preprocessing
+
+    def truncation(self) -> dict[str, int]:
+        """How many examples of each target set had their own text cut to fit ``max_length``."""
+        sets = {"train": self.train, "dev": self.dev, "test": self.test, "validation": self.validation}
+        return {name: s.encoded.truncated for name, s in sets.items() if s is not None}
 
 
-def resolve_base(model: ModelConfig) -> Path:
-    """The pretrained model folder named by ``model.base`` (``minilm`` or a local path)."""
-    if model.base == "minilm":
-        return minilm_path()
-    path = Path(model.base)
-    if not (path / "config.json").is_file():
-        raise BadInput(f"model.base: {path} is not a local transformers model folder (no config.json); "
-                       "use 'minilm' or a folder saved with save_pretrained")
-    return path
+def locate_suite(data: DataConfig, work_dir: Path, seed: int) -> Suite:
+    """The task folders of a run: ``data.data_dir``, or the built-in suite generated into ``work_dir``."""
+    if data.synthetic is None:
+        assert data.data_dir is not None
+        if not data.data_dir.is_dir():
+            raise BadInput(f"{data.data_dir}: data directory not found (set data.data_dir or --data-dir)")
+        return Suite(data.data_dir)
+    from dfwe.data.synthetic import TASKS, generate_suite
+
+    unknown = [t for t in [data.target, *data.sources] if t not in TASKS]
+    if unknown:
+        raise BadInput(f"data: task '{unknown[0]}' is not in the built-in suite ({', '.join(TASKS)})")
+    folder = work_dir / f"suite-{content_key('suite', synthetic=data.synthetic.model_dump(), seed=seed)}"
+    if not (folder / "vocabulary.json").is_file():
+        with atomic_dir(folder) as tmp:
+            vocabulary, texts = generate_suite(tmp, data.synthetic, seed)
+            (tmp / "vocabulary.json").write_text(json.dumps({"vocabulary": vocabulary, "unlabelled": texts}))
+    words = json.loads((folder / "vocabulary.json").read_text())
+    return Suite(folder, tuple(words["vocabulary"]), tuple(words["unlabelled"]))
 
 
-def load_suite(data: DataConfig, model: ModelConfig, seed: int, work_dir: Path) -> tuple[Path, dict[str, Task]]:
-    """The tasks and base model of a run. The built-in suite and its tiny base are generated into ``work_dir``."""
-    if data.synthetic is not None:
-        unknown = [t for t in [data.target, *data.sources] if t not in TASKS]
-        if unknown:
-            raise BadInput(f"data: task '{unknown[0]}' is not in the built-in suite ({', '.join(TASKS)})")
-        if model.base != "tiny":
-            raise BadInput("model.base: the built-in suite has its own vocabulary; use model.base: tiny")
-        vocabulary = generate_suite(work_dir / "data", data.synthetic, seed)
-        tasks = load_tasks(work_dir / "data", [data.target, *data.sources], data.context_turns)
-        unlabelled = [e.text for task in tasks.values() for e in task.splits["train"]]
-        tiny = model.tiny
-        base = build_tiny_base(work_dir / "base", vocabulary, tiny.hidden_size, tiny.num_layers, tiny.num_heads,
-                               tiny.intermediate_size, seed, data.max_length, unlabelled, tiny.pretrain_steps)
-        return base, tasks
-    if model.base == "tiny":
-        raise BadInput("model.base: 'tiny' only works with the built-in suite (data.synthetic)")
-    assert data.data_dir is not None
-    return resolve_base(model), load_tasks(data.data_dir, [data.target, *data.sources], data.context_turns)
+def _encoded(task: Task, examples: Sequence[Example], tokenizer, prep: Preprocessing) -> ExampleSet:
+    examples = tuple(examples)
+    return ExampleSet(task, examples, get_shape(task.shape).encode(examples, tokenizer, task, prep))
 
 
-def prepare_data(data: DataConfig, model: ModelConfig, seed: int, work_dir: Path,
-                 held_out_split: str = "test", validation: bool = False, source_seed: int | None = None
-                 ) -> PreparedData:
-    """Load tasks, draw the seed's few-sample sets, and tokenise every set the run will read.
+def _target_sets(data: DataConfig, task: Task, seed: int) -> tuple[Sequence[Example], Sequence[Example]]:
+    if data.sampling == "dialogues":
+        fraction = data.fraction_of(task.name)
+        return (dialogue_fraction(task.splits["train"], fraction, seed),
+                dialogue_fraction(task.splits["dev"], fraction, seed))
+    if task.shape != "classification":
+        raise BadInput(f"data.sampling: per_class needs a classification target; '{task.name}' is {task.shape} "
+                       "(use data.sampling: dialogues)")
+    shots = few_shot_split(task, data.shots, data.resolved_dev_shots, seed)
+    return shots.train, shots.dev
 
-    ``source_seed`` draws the source subsamples (the experts' data); it defaults to ``seed``.
 
+def _source_sets(data: DataConfig, task: Task, seed: int) -> tuple[Sequence[Example], Sequence[Example]]:
+    if data.sampling == "dialogues":  # FETA: sources at the same reduction as the target
+        fraction = data.fraction_of(task.name)
+        return (dialogue_fraction(task.splits["train"], fraction, seed),
+                dialogue_fraction(task.splits["dev"], fraction, seed))
+    return (subsample(task.splits["train"], data.source_max_examples, seed),
+            subsample(task.splits["dev"], data.source_dev_max_examples, seed))
+
+
+def prepare_data(data: DataConfig, suite: Suite, tokenizer, seed: int, source_seed: int | None = None,
+                 held_out_split: str = "test", validation: bool = False) -> PreparedData:
+    """Load the tasks, draw the seed's few-sample sets, and encode every set the run will read.
+
+    ``source_seed`` draws the sources' subsamples (the experts' data); it defaults to ``seed``.
     ``held_out_split`` is the official split scored at the end (``test``, or ``dev`` while developing);
-    ``validation`` also encodes the official dev split, to score methods on for choosing options.
+    ``validation`` also encodes the official dev split less the few-sample dev examples, to compare options on.
     """
-    base, tasks = load_suite(data, model, seed, work_dir)
+    def prep(task: str) -> Preprocessing:
+        return Preprocessing(max_length=data.max_length_of(task), context_turns=data.context_turns, stride=data.stride)
+
+    tasks = load_tasks(suite.folder, [data.target, *data.sources], data.context_turns)
     target = tasks[data.target]
-    shots = few_shot_split(target, data.shots, data.resolved_dev_shots, seed)
-    tokenizer = load_tokenizer(base, model.trust_remote_code)
-
-    def encoded(task: Task, examples) -> EncodedSet:
-        return encode(examples, tokenizer, task.label_index, data.max_length)
-
-    sources = {name: tasks[name] for name in data.sources}
+    train, dev = _target_sets(data, target, seed)
+    dev_ids = {e.id for e in dev}
     source_seed = seed if source_seed is None else source_seed
+    sources = {}
+    for name in data.sources:
+        source_train, source_dev = _source_sets(data, tasks[name], source_seed)
+        sources[name] = TaskSplits(_encoded(tasks[name], source_train, tokenizer, prep(name)),
+                                   _encoded(tasks[name], source_dev, tokenizer, prep(name)), prep(name))
+    target_prep = prep(target.name)
     return PreparedData(
-        base=base,
-        tokenizer=tokenizer,
         target=target,
+        train=_encoded(target, train, tokenizer, target_prep),
+        dev=_encoded(target, dev, tokenizer, target_prep),
+        test=_encoded(target, [e for e in target.splits[held_out_split] if e.id not in dev_ids], tokenizer, target_prep),
+        validation=(_encoded(target, [e for e in target.splits["dev"] if e.id not in dev_ids], tokenizer, target_prep)
+                    if validation else None),
         sources=sources,
-        shots=shots,
-        target_train=encoded(target, shots.train),
-        target_dev=encoded(target, shots.dev),
-        target_test=encoded(target, target.splits[held_out_split]),
-        target_validation=encoded(target, target.splits["dev"]) if validation else None,
-        source_train={n: encoded(t, subsample(t.splits["train"], data.source_max_examples, source_seed))
-                      for n, t in sources.items()},
-        source_dev={n: encoded(t, subsample(t.splits["dev"], data.source_dev_max_examples, source_seed))
-                    for n, t in sources.items()},
+        prep=target_prep,
     )

@@ -1,11 +1,15 @@
 """Seeded few-sample draws.
 
-Both the few-sample target train set and the few-sample dev set come from the task's *train* split,
-disjoint from each other; the official dev and test splits are never touched.
+* ``per_class``: k examples per class for the target's train set and a disjoint k' per class for its dev
+  set, both from the task's *train* split (the official dev and test splits are never touched);
+* ``dialogues`` (FETA's protocol): a seeded fraction of the train split's dialogues and, separately, of the
+  dev split's dialogues, whole dialogues at a time, for the target and every source alike.
 """
 
 from __future__ import annotations
 
+import math
+import random
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
@@ -65,3 +69,14 @@ def subsample(examples: Sequence[Example], limit: int | None, seed: int) -> tupl
     rng = np.random.default_rng([seed, 0x5AB])
     keep = np.sort(rng.choice(len(examples), size=limit, replace=False))
     return tuple(examples[i] for i in keep)
+
+
+def dialogue_fraction(examples: Sequence[Example], fraction: float, seed: int) -> tuple[Example, ...]:
+    """The examples of a seeded ``fraction`` of the dialogues, as FETA-Friends' README specifies: the sorted
+    distinct dialogue ids, shuffled with ``random.Random(seed)``, the first ``ceil(fraction * n)`` kept."""
+    dialogues = sorted({e.dialogue_id for e in examples})
+    if dialogues == [""]:
+        raise BadInput("dialogue sampling needs a 'dialogue_id' on every record; use data.sampling: per_class")
+    random.Random(seed).shuffle(dialogues)
+    kept = set(dialogues[: math.ceil(fraction * len(dialogues))])
+    return tuple(e for e in examples if e.dialogue_id in kept)

@@ -111,18 +111,22 @@ def _label(task: str, row: dict) -> str:
     return _mood(row["_emotion"], row["_intense"])
 
 
-def generate_suite(out_dir: Path, config: SyntheticConfig, seed: int) -> list[str]:
-    """Write the three task folders under ``out_dir`` and return the vocabulary the tokenizer needs."""
+def generate_suite(out_dir: Path, config: SyntheticConfig, seed: int) -> tuple[list[str], list[str]]:
+    """Write the three task folders under ``out_dir``; return the vocabulary the tokenizer needs and the
+    unlabelled text of the train splits (what the demo's tiny base is pretrained on)."""
     rng = np.random.default_rng([seed, 0xDE70])
     lexicon = _Lexicon(rng, config.vocab_per_label, config.filler_words)
     sizes = {"train": config.train_size, "dev": config.dev_size, "test": config.test_size}
+    unlabelled: list[str] = []
     for task in TASKS:
         for split, size in sizes.items():
             rows = _dialogues(rng, lexicon, size, f"{task}-{split}")
+            if split == "train":
+                unlabelled.extend(f"{row['speaker']}: {row['utterance']}" for row in rows)
             path = out_dir / task / f"{split}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w") as handle:
                 for row in rows:
                     public = {k: v for k, v in row.items() if not k.startswith("_")}
                     handle.write(json.dumps({**public, "label": _label(task, row)}) + "\n")
-    return [*lexicon.words, *(s.lower() for s in SPEAKERS), ":"]
+    return [*lexicon.words, *(s.lower() for s in SPEAKERS), ":"], unlabelled

@@ -1,105 +1,182 @@
-"""Task folders: ``train.jsonl``, ``dev.jsonl``, ``test.jsonl``, one JSON object per line.
+"""Task folders: ``train``, ``dev`` and ``test`` as ``.jsonl`` or ``.jsonl.gz``, one UTF-8 JSON object per line.
 
-Two record formats are understood:
-
-* the Friends dialogue format (``speaker``, ``utterance``, ``context``, ``label``), rendered as the
-  preceding context followed by ``speaker: utterance``;
-* a plain format (``text``, optional ``text_pair``, ``label``).
-
-Every record also needs an ``id``. A label in dev or test that train never saw is bad input.
+A folder may hold a ``task.json`` naming its shape (``type``: classification, multilabel, span,
+multiple_choice), its labels, its headline ``metric`` and labels to leave out of metric averages
+(``metric_ignore_labels``); see ``../shared/data/feta_friends/README.md``. A folder without one is
+single-label classification scored by weighted F1, its labels read off train. Each shape parses its own
+records (:mod:`dfwe.shapes`). Every record needs an ``id``; a label a task does not have, an answer outside
+its context or a label that is not among its choices is bad input naming file and line.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from dfwe.errors import BadInput
 
 SPLITS = ("train", "dev", "test")
+TASK_FILE = "task.json"
 
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled example. ``context`` is the optional first segment (preceding dialogue turns)."""
+    """One example of any shape. ``text`` is the first segment (utterance, claim, question), ``context`` the
+    second (preceding turns, text pair, dialogue); ``context_keep`` says which end of it survives a cut."""
 
     id: str
     text: str
-    context: str
-    label: str
+    context: str = ""
+    context_keep: str = "end"
+    label: str = ""  # classification; multiple choice: the right choice
+    labels: tuple[str, ...] = ()  # multilabel
+    choices: tuple[str, ...] = ()  # multiple choice
+    answers: tuple[tuple[str, int], ...] = ()  # span: (answer text, character offset in context)
+    dialogue_id: str = ""
 
 
 @dataclass(frozen=True)
 class Task:
-    """A classification task: its label set (sorted) and its three splits."""
+    """A task: its shape, label set, headline metric and three splits."""
 
     name: str
     path: Path
+    shape: str
     labels: tuple[str, ...]
-    splits: dict[str, tuple[Example, ...]]
+    metric: str
+    splits: dict[str, tuple[Example, ...]] = field(repr=False)
+    ignore_labels: tuple[str, ...] = ()
 
     @property
     def label_index(self) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.labels)}
 
+    def describe(self) -> dict:
+        """What a model trained on this task records about it (``dfwe.json``), enough to score it again."""
+        return {"task": self.name, "shape": self.shape, "labels": list(self.labels), "metric": self.metric,
+                "ignore_labels": list(self.ignore_labels)}
 
-def render_record(record: dict, where: str, context_turns: int) -> Example:
-    """Turn one JSON record into an :class:`Example` (Friends or plain format)."""
-    for field in ("id", "label"):
-        if field not in record:
-            raise BadInput(f"{where}: missing field '{field}'")
-    if "utterance" in record:
-        speaker = record.get("speaker") or ""
-        text = f"{speaker}: {record['utterance']}" if speaker else str(record["utterance"])
-        turns = record.get("context") or []
-        if not isinstance(turns, list):
-            raise BadInput(f"{where}: field 'context' must be a list of strings")
-        context = " ".join(str(turn) for turn in turns[len(turns) - context_turns :]) if context_turns else ""
-    elif "text" in record:
-        text, context = str(record["text"]), str(record.get("text_pair") or "")
+    @classmethod
+    def described(cls, info: dict, path: Path) -> "Task":
+        """The task a model was trained on, from its ``dfwe.json`` (no examples)."""
+        return cls(name=info.get("task", path.name), path=path, shape=info["shape"], labels=tuple(info["labels"]),
+                   metric=info.get("metric", "weighted_f1"), splits={},
+                   ignore_labels=tuple(info.get("ignore_labels", ())))
+
+
+def split_file(path: Path) -> Path:
+    """``path`` as given, or its gzipped (or plain) twin: ``x.jsonl`` and ``x.jsonl.gz`` stand for each other.
+
+    The plain file wins when both exist; neither is bad input naming both.
+    """
+    if path.name.endswith(".jsonl.gz"):
+        plain, gz = path.with_suffix(""), path
+    elif path.name.endswith(".jsonl"):
+        plain, gz = path, path.with_name(path.name + ".gz")
     else:
-        raise BadInput(f"{where}: needs either 'utterance' (Friends format) or 'text'")
-    return Example(id=str(record["id"]), text=text, context=context, label=str(record["label"]))
+        plain = gz = path
+    for candidate in dict.fromkeys((plain, gz)):
+        if candidate.is_file():
+            return candidate
+    neither = "" if plain == gz else f" (and so is {gz.name})"
+    raise BadInput(f"{plain}: missing{neither}; a task folder needs {', '.join(s + '.jsonl' for s in SPLITS)} "
+                   "(each may be gzipped as .jsonl.gz)")
 
 
-def read_jsonl(path: Path, context_turns: int) -> tuple[Example, ...]:
-    """Read one split file; a malformed line is reported with its line number."""
-    if not path.is_file():
-        raise BadInput(f"{path}: missing; a task folder needs {', '.join(s + '.jsonl' for s in SPLITS)}")
-    examples = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise BadInput(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise BadInput(f"{path}:{number}: expected a JSON object")
-            examples.append(render_record(record, f"{path}:{number}", context_turns))
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines of a UTF-8 file, gunzipped when it ends in ``.gz``; bad bytes are bad input."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise BadInput(f"{path}:{number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column "
+                                   f"{error.start + 1}); re-save the file as UTF-8") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise BadInput(f"{path}: not a readable gzip file ({error}); recompress it or save it as plain .jsonl") from None
+
+
+def _records(path: Path) -> Iterator[tuple[dict, str]]:
+    """Every JSON object of a split file with its ``file:line`` for messages."""
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise BadInput(f"{where}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise BadInput(f"{where}: expected a JSON object")
+        if "id" not in record:
+            raise BadInput(f"{where}: missing field 'id'")
+        yield record, where
+
+
+def read_split(path: Path, shape_name: str = "classification", context_turns: int = 3) -> list[tuple[Example, str]]:
+    """One split file (or its ``.jsonl.gz`` twin) parsed by its shape, each example with its ``file:line``."""
+    from dfwe.shapes import get_shape
+
+    shape = get_shape(shape_name)
+    path = split_file(path)
+    examples = [(shape.parse(record, where, context_turns), where) for record, where in _records(path)]
     if not examples:
         raise BadInput(f"{path}: no examples")
-    return tuple(examples)
+    return examples
+
+
+def read_jsonl(path: Path, context_turns: int = 3, shape_name: str = "classification") -> tuple[Example, ...]:
+    """The examples of one split file (a dev file given to ``dfwe search``, for instance)."""
+    return tuple(example for example, _ in read_split(path, shape_name, context_turns))
+
+
+def read_task_file(path: Path) -> dict:
+    """A folder's ``task.json`` (shape, labels, metric), or the single-label classification defaults."""
+    file = path / TASK_FILE
+    if not file.is_file():
+        return {"type": "classification", "metric": "weighted_f1"}
+    try:
+        spec = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BadInput(f"{file}: not valid JSON ({error})") from None
+    from dfwe.shapes import SHAPES
+
+    if spec.get("type") not in SHAPES:
+        raise BadInput(f"{file}: type {spec.get('type')!r} is not a task shape dfwe knows ({', '.join(SHAPES)})")
+    metrics = SHAPES[spec["type"]].metrics
+    if spec.get("metric", metrics[0]) not in metrics:
+        raise BadInput(f"{file}: metric {spec.get('metric')!r} is not one of the {spec['type']} metrics "
+                       f"({', '.join(metrics)})")
+    return spec
 
 
 def load_task(path: Path, context_turns: int = 3, name: str | None = None) -> Task:
-    """Load a task folder and check that dev/test only use labels seen in train."""
+    """Load a task folder; every example of every split is checked against the task's labels."""
+    from dfwe.shapes import get_shape
+
     if not path.is_dir():
         raise BadInput(f"{path}: task folder not found")
-    splits = {split: read_jsonl(path / f"{split}.jsonl", context_turns) for split in SPLITS}
-    labels = tuple(sorted({example.label for example in splits["train"]}))
-    if len(labels) < 2:
-        raise BadInput(f"{path / 'train.jsonl'}: needs at least two labels, found {list(labels)}")
-    for split in ("dev", "test"):
-        for example in splits[split]:
-            if example.label not in labels:
-                raise BadInput(
-                    f"{path / (split + '.jsonl')}: label '{example.label}' (id {example.id}) never occurs in "
-                    f"{path / 'train.jsonl'}; known labels: {', '.join(labels)}"
-                )
-    return Task(name=name or path.name, path=path, labels=labels, splits=splits)
+    spec = read_task_file(path)
+    shape = get_shape(spec["type"])
+    read = {split: read_split(path / f"{split}.jsonl", spec["type"], context_turns) for split in SPLITS}
+    labels = tuple(spec.get("labels") or shape.label_space([e for e, _ in read["train"]]))
+    if spec["type"] in ("classification", "multilabel") and len(labels) < 2:
+        raise BadInput(f"{path}: needs at least two labels, found {list(labels)}")
+    for examples in read.values():
+        for example, where in examples:
+            shape.check(example, labels, where)
+    ignored = tuple(spec.get("metric_ignore_labels") or ())
+    unknown = [label for label in ignored if label not in labels]
+    if unknown:
+        raise BadInput(f"{path / TASK_FILE}: metric_ignore_labels names '{unknown[0]}', not one of its labels")
+    return Task(name=name or path.name, path=path, shape=spec["type"], labels=labels,
+                metric=spec.get("metric", shape.metrics[0]), ignore_labels=ignored,
+                splits={split: tuple(e for e, _ in examples) for split, examples in read.items()})
 
 
 def load_tasks(data_dir: Path, names: list[str], context_turns: int = 3) -> dict[str, Task]:

@@ -1,13 +1,18 @@
 """Baselines that reuse the fine-tuned ingredients: soups, the logit ensemble, the best single model.
 
-Pure functions over dev scores and a soup-scoring callable, so each rule is testable on its own.
+Pure functions over dev scores and a soup-scoring callable, so each rule is testable on its own, and the
+stage function :func:`choose_on_dev` that applies them to a live weight space.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dfwe.search.objective import DevFold
 
 
 def uniform_weights(count: int) -> np.ndarray:
@@ -44,3 +49,29 @@ def greedy_soup(dev_scores: Sequence[float], soup_score: Callable[[np.ndarray], 
 def logit_ensemble(logits: Sequence[np.ndarray]) -> np.ndarray:
     """The average of all models' logits (costs one forward pass per model at inference)."""
     return np.mean(np.stack(logits), axis=0)
+
+
+@dataclass(frozen=True)
+class DevChoices:
+    """What the few-sample dev set chose among the ingredients: their dev scores, the best one, the greedy soup."""
+
+    scores: list[float]
+    best: int
+    greedy: np.ndarray
+
+
+def choose_on_dev(fold: "DevFold", metric: str) -> DevChoices:
+    """Score every ingredient (with its own head) and build Wortsman's greedy soup, all on ``fold``'s dev data.
+
+    ``metric`` is the task's headline metric (higher is better); soups get the run's head rule.
+    """
+    from dfwe.eval.metrics import score
+
+    count = fold.space.num_ingredients
+
+    def dev_score(weights: np.ndarray, refit: bool) -> float:
+        fold.merge("linear", weights, refit=refit)
+        return score(fold.logits(fold.data), fold.data)[metric]
+
+    singles = [dev_score(np.eye(count)[i], refit=False) for i in range(count)]
+    return DevChoices(singles, best_single(singles), greedy_soup(singles, lambda w: dev_score(w, refit=True)))

@@ -1,35 +1,45 @@
-"""``dfwe evaluate``: score a saved model folder on a task split."""
+"""``dfwe evaluate``: score a saved model folder on a task split, prepared as the model was trained."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dfwe.data.encode import encode
+from dfwe.data.encode import ExampleSet
 from dfwe.data.tasks import load_task
 from dfwe.errors import BadInput
-from dfwe.eval.metrics import bootstrap_intervals, score_logits
+from dfwe.eval.metrics import metric_stats, score
 from dfwe.eval.predict import predict_logits
-from dfwe.models import load_classifier, load_tokenizer, resolve_device
+from dfwe.eval.stats import interval
+from dfwe.models import load_model, load_tokenizer, model_task, resolve_device
+from dfwe.shapes import get_shape
 
 
-def evaluate_model(model_dir: Path, task_dir: Path, split: str = "test", max_length: int = 128,
-                   context_turns: int = 3, bootstrap: int = 1000, device: str = "auto") -> dict[str, Any]:
-    """Metrics (with 95% bootstrap intervals) of ``model_dir`` on ``task_dir/<split>.jsonl``.
+def evaluate_model(model_dir: Path, task_dir: Path, split: str = "test", max_length: int | None = None,
+                   context_turns: int | None = None, bootstrap: int = 1000, device: str = "auto") -> dict[str, Any]:
+    """Metrics (with 95% bootstrap intervals) of ``model_dir`` on ``task_dir``'s ``split``.
 
-    The model's label names (``config.id2label``) must cover the task's labels.
+    Inputs are prepared as the model's ``dfwe.json`` records (max length, context turns, stride); the
+    arguments override it. The task's shape must be the model's and its labels among the model's.
     """
-    task = load_task(task_dir, context_turns)
-    model = load_classifier(model_dir).to(resolve_device(device))
-    label_index = {str(name): int(i) for i, name in model.config.id2label.items()}
-    unknown = [label for label in task.labels if label not in label_index]
+    trained_on, prep = model_task(model_dir)
+    prep = replace(prep, **{k: v for k, v in {"max_length": max_length, "context_turns": context_turns}.items()
+                            if v is not None})
+    task = load_task(task_dir, prep.context_turns)
+    if task.shape != trained_on.shape:
+        raise BadInput(f"{task_dir}: a {task.shape} task, but {model_dir} was trained for {trained_on.shape}")
+    unknown = [label for label in task.labels if label not in trained_on.labels]
     if unknown:
         raise BadInput(f"{task_dir}: label '{unknown[0]}' is not one of the model's labels "
-                       f"({', '.join(label_index)}) in {model_dir / 'config.json'}")
-    data = encode(task.splits[split], load_tokenizer(model_dir), label_index, max_length)
-    logits = predict_logits(model, data)
-    gold = data.labels.numpy()
-    classes = len(label_index)
-    return {"model": str(model_dir), "task": str(task_dir), "split": split, "examples": len(data),
-            **score_logits(logits, gold, classes),
-            "ci95": bootstrap_intervals(gold, logits.argmax(axis=1), classes, bootstrap, seed=0)}
+                       f"({', '.join(trained_on.labels)}) in {model_dir / 'dfwe.json'}")
+    # the model's label order indexes its outputs; the task decides the headline metric and ignored labels
+    task = replace(task, labels=trained_on.labels) if trained_on.labels else task
+    examples = task.splits[split]
+    shape = get_shape(task.shape)
+    data = ExampleSet(task, examples, shape.encode(examples, load_tokenizer(model_dir), task, prep))
+    model = load_model(model_dir).to(resolve_device(device))
+    logits = predict_logits(model, shape, data.encoded)
+    return {"model": str(model_dir), "task": str(task_dir), "split": split, "examples": len(examples),
+            "metric": task.metric, **score(logits, data),
+            "ci95": interval(metric_stats(logits, data), bootstrap, seed=0) if bootstrap else {}}

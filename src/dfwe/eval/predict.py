@@ -1,4 +1,4 @@
-"""Running a classifier over an encoded set."""
+"""Running a model over an encoded set, and a cache of the outputs of fixed merges."""
 
 from __future__ import annotations
 
@@ -10,32 +10,38 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel
 
 from dfwe.data.encode import EncodedSet, eval_batches
 from dfwe.io import atomic_write_bytes
+from dfwe.modeling import DfwePreTrainedModel
+from dfwe.shapes.base import TaskShape
 
 
 @torch.inference_mode()
-def predict_logits(model: PreTrainedModel, data: EncodedSet, batch_size: int = 64) -> np.ndarray:
-    """Logits ``[n, num_labels]`` (float32, in the set's row order) on the model's own device."""
+def predict_logits(model: DfwePreTrainedModel, shape: TaskShape, data: EncodedSet, batch_size: int = 64) -> np.ndarray:
+    """The shape's output for every row (float32, in the set's row order), padded with ``-inf``.
+
+    Rows of different lengths give outputs of different widths (span logits per token): the array is as wide
+    as the widest, and shorter rows are padded with ``-inf`` so that no softmax ever puts mass there.
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = torch.empty((len(data), model.config.num_labels), dtype=torch.float32, device=device)
-    for batch in eval_batches(data, batch_size):
-        batch = batch.to(device)
-        out[batch.rows] = batch.restrict(model(**batch.model_inputs()).logits.float())
+    pieces = [(batch.rows, shape.logits(model, batch.to(device)).float().cpu()) for batch in eval_batches(data, batch_size)]
     model.train(was_training)
-    return out.cpu().numpy()
+    width = max(piece.shape[-1] for _, piece in pieces)
+    out = torch.full((len(data), *pieces[0][1].shape[1:-1], width), float("-inf"), dtype=torch.float32)
+    for rows, piece in pieces:
+        # the dtype's minimum marks padding inside the model (finite, so it survives the maths there)
+        out[rows, ..., : piece.shape[-1]] = piece.masked_fill(piece <= torch.finfo(piece.dtype).min, float("-inf"))
+    return out.numpy()
 
 
 def cached_logits(cache_dir: Path, key: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
     """``compute()``, or what it returned before for the same ``key``.
 
-    The logits of a fixed merge of fixed checkpoints on a fixed example set never change, so runs that share
-    ingredients (options that differ only in their search) score each baseline once. ``key`` must name
-    everything the logits depend on besides the checkpoints, whose own cache folder ``cache_dir`` is.
+    ``key`` must name everything the logits depend on by content (the checkpoints' content keys, the merge
+    weights, the example set's digest); runs that share them then score each baseline once.
     """
     path = cache_dir / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20] + ".npy")
     if path.is_file():

@@ -1,35 +1,40 @@
 """Writing a merge out: a transformers folder, and a mergekit YAML that reproduces it.
 
-``merged/`` holds safetensors weights, the config (with label names), the tokenizer and ``dfwe.json``
-(weights, ingredients, method, groups). The folder is written atomically.
+``merged/`` holds safetensors weights, the config (task shape, pooling, label names), the tokenizer and
+``dfwe.json`` (preprocessing, weights, ingredients, method, groups). The folder is written atomically.
+
+``mergekit.yaml`` names the ingredients by paths relative to the folder the recipe is written in, so a run
+folder that holds its ingredients (the default ``work/`` cache) can be moved as a whole; ``dfwe mergekit``
+runs a recipe with the ingredients looked up elsewhere (``--ingredients-dir``) and dfwe's model classes
+registered, which mergekit needs to read dfwe's ``config.json``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import yaml
-from transformers import PreTrainedModel
 
+from dfwe.data.tasks import Task
 from dfwe.io import atomic_dir, atomic_write_text
 from dfwe.merge.space import WeightSpace
-from dfwe.models import save_classifier
+from dfwe.modeling import DfwePreTrainedModel
+from dfwe.models import save_model
+from dfwe.shapes.base import Preprocessing
 
 
-def export_merged(model: PreTrainedModel, tokenizer, out_dir: Path, weights: np.ndarray, ingredients: Sequence[str],
-                  method: str, group_labels: Sequence[str]) -> Path:
+def export_merged(model: DfwePreTrainedModel, tokenizer: Any, out_dir: Path, weights: np.ndarray,
+                  ingredients: Sequence[str], method: str, group_labels: Sequence[str], prep: Preprocessing,
+                  task: Task, info: dict[str, Any] | None = None) -> Path:
     """Save the live (already merged) model and its provenance as a transformers folder."""
     with atomic_dir(out_dir) as tmp:
-        save_classifier(model, tokenizer, tmp)
-        (tmp / "dfwe.json").write_text(json.dumps({
-            "method": method,
-            "ingredients": list(ingredients),
-            "groups": list(group_labels),
-            "weights": np.atleast_2d(weights).tolist(),
-        }, indent=2))
+        save_model(model, tokenizer, tmp, prep, task, {"method": method, "ingredients": list(ingredients),
+                                                 "groups": list(group_labels),
+                                                 "weights": np.atleast_2d(weights).tolist(), **(info or {})})
     return out_dir
 
 
@@ -39,8 +44,13 @@ def tensor_weights(space: WeightSpace, weights: np.ndarray) -> dict[str, np.ndar
     return {slot.name: weights[group] for slot, group in zip(space.slots, space.grouping.index)}
 
 
+def _relative(path: Path, start: Path | None) -> str:
+    return str(Path(path).resolve()) if start is None else os.path.relpath(Path(path).resolve(), start.resolve())
+
+
 def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Path], method: str,
-                    base: Path | None = None, density: float = 0.5) -> dict:
+                    base: Path | None = None, density: float = 0.5, relative_to: Path | None = None,
+                    head_from: Path | None = None) -> dict:
     """A mergekit config for this merge.
 
     ``linear`` and ``task_arithmetic`` are reproduced exactly (to float rounding). For ``ties`` and ``dare``
@@ -48,9 +58,15 @@ def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Pa
     task vectors and draws its own DARE masks; ``merged/`` holds dfwe's exact weights.
 
     Per-tensor weights are spelled out as mergekit filters keyed by full tensor names, longest names first
-    so that no name's filter can catch a longer name that contains it.
+    so that no name's filter can catch a longer name that contains it. Paths are relative to ``relative_to``
+    (the recipe's folder) when given. ``head_from`` (a refit head, which no weighting of the ingredients gives)
+    adds that folder as one more model, weight 1 on the head's tensors and 0 elsewhere.
     """
     per_tensor = tensor_weights(space, weights)
+    if head_from is not None:
+        models = [*models, head_from]
+        per_tensor = {n: (np.append(0 * w, 1.0) if n.startswith("head.") else np.append(w, 0.0))
+                      for n, w in per_tensor.items()}
     names = sorted(per_tensor, key=len, reverse=True)
     uniform = all(np.allclose(per_tensor[n], per_tensor[names[0]]) for n in names)
     entries = []
@@ -59,12 +75,12 @@ def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Pa
             value: object = float(per_tensor[names[0]][i])
         else:
             value = [{"filter": n, "value": float(per_tensor[n][i])} for n in names]
-        entries.append({"model": str(Path(path).resolve()), "parameters": {"weight": value}})
+        entries.append({"model": _relative(path, relative_to), "parameters": {"weight": value}})
     mergekit_method = {"dare": "dare_linear"}.get(method, method)
     config: dict = {"merge_method": mergekit_method, "models": entries, "dtype": "float32", "out_dtype": "float32",
                     "parameters": {"normalize": False}}
     if base is not None:
-        config["base_model"] = str(Path(base).resolve())
+        config["base_model"] = _relative(base, relative_to)
     if method in ("ties", "dare"):
         config["parameters"]["density"] = density
     return config
@@ -72,6 +88,7 @@ def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Pa
 
 def write_mergekit_yaml(path: Path, config: dict) -> None:
     exact = config["merge_method"] in ("linear", "task_arithmetic")
-    header = ("# Reproduce this merge with: mergekit-yaml mergekit.yaml OUT_DIR\n" if exact else
+    header = ("# Reproduce this merge with: dfwe mergekit mergekit.yaml OUT_DIR  (paths are relative to this file)\n"
+              if exact else
               "# mergekit's nearest recipe: its TIES/DARE differ from dfwe's (peft semantics); merged/ is exact\n")
     atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False))

@@ -29,7 +29,7 @@ def layer_index(name: str) -> int | None:
 def parameter_kind(name: str) -> str:
     """One of :data:`KINDS` for a parameter name (BERT/RoBERTa/MiniLM naming, and common variants)."""
     lowered = name.lower()
-    if lowered.startswith(("classifier.", "pre_classifier.", "score.")) or ".pooler." in f".{lowered}":
+    if lowered.startswith(("head.", "classifier.", "pre_classifier.", "score.")) or ".pooler." in f".{lowered}":
         return "head"
     if "embed" in lowered and layer_index(name) is None:
         return "embeddings"

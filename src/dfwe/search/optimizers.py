@@ -12,7 +12,8 @@ resuming a search replays its journal through a fresh optimiser on exactly this 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -203,6 +204,19 @@ class NelderMead(Optimizer):
             pass
 
 
+@contextmanager
+def _quiet_optuna() -> Iterator[Any]:
+    """Optuna at WARNING (no per-trial INFO lines) for the block only; its previous verbosity comes back after."""
+    import optuna
+
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield optuna
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
 class Optuna(Optimizer):
     """Optuna's ask/tell study with a seeded TPE or CMA-ES sampler over the box."""
 
@@ -210,15 +224,14 @@ class Optuna(Optimizer):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        if self.sampler_name == "tpe":
-            sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=min(10, max(2, self.budget // 5)))
-        else:
-            sampler = optuna.samplers.CmaEsSampler(seed=self.seed, sigma0=self.sigma0, x0=self._named(self.space.x0),
-                                                   warn_independent_sampling=False)
-        self._study = optuna.create_study(direction="minimize", sampler=sampler)
+        with _quiet_optuna() as optuna:
+            if self.sampler_name == "tpe":
+                sampler = optuna.samplers.TPESampler(seed=self.seed,
+                                                     n_startup_trials=min(10, max(2, self.budget // 5)))
+            else:
+                sampler = optuna.samplers.CmaEsSampler(seed=self.seed, sigma0=self.sigma0,
+                                                       x0=self._named(self.space.x0), warn_independent_sampling=False)
+            self._study = optuna.create_study(direction="minimize", sampler=sampler)
         self._pending: dict[bytes, Any] = {}
 
     def _named(self, x: np.ndarray) -> dict[str, float]:
@@ -226,13 +239,15 @@ class Optuna(Optimizer):
 
     def ask(self) -> np.ndarray:
         lo, hi = _box(self.space)
-        trial = self._study.ask()
-        x = np.array([trial.suggest_float(f"x{i}", lo, hi) for i in range(self.space.dim)])
+        with _quiet_optuna():
+            trial = self._study.ask()
+            x = np.array([trial.suggest_float(f"x{i}", lo, hi) for i in range(self.space.dim)])
         self._pending[x.tobytes()] = trial
         return x
 
     def tell(self, x: np.ndarray, value: float) -> None:
-        self._study.tell(self._pending.pop(np.asarray(x, dtype=np.float64).tobytes()), value)
+        with _quiet_optuna():
+            self._study.tell(self._pending.pop(np.asarray(x, dtype=np.float64).tobytes()), value)
 
 
 class OptunaTPE(Optuna):

@@ -165,7 +165,8 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
     for fold in folds:
         fold.space.set_grouping(config.granularity, config.block_size)
     space = make_space(config.space, weight_space.grouping.size, weight_space.num_ingredients, init)
-    anchor_matrix = None if anchor is None else np.broadcast_to(anchor, (space.groups, space.ingredients)).copy()
+    # the anchor penalty pulls towards the start point unless told otherwise (a coarse first stage has no other)
+    anchor_matrix = np.broadcast_to(space.init if anchor is None else anchor, (space.groups, space.ingredients)).copy()
     objective_kwargs = dict(method=space.method, metric=config.objective, mix=config.objective_weights,
                             penalty=config.penalty, strength=config.penalty_strength, anchor=anchor_matrix,
                             batch_size=config.batch_size, seed=seed)
@@ -196,3 +197,50 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
         if hasattr(scorer, "close"):
             scorer.close()
     return space, result
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """The search stage's result: the final stage's space and evaluations, and the coarse stage's if any."""
+
+    space: SearchSpace
+    result: SearchResult
+    coarse: SearchResult | None = None
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.atleast_2d(self.result.best.weights)
+
+    @property
+    def trace(self) -> list[float]:
+        return [r.objective for r in (self.coarse.full if self.coarse else [])] + [r.objective for r in self.result.full]
+
+    def summary(self, objective: str) -> dict:
+        """The ``search`` block of ``results.json``."""
+        stages = [s for s in (self.coarse, self.result) if s is not None]
+        return {"evaluations": sum(s.candidates for s in stages),
+                "coarse_evaluations": self.coarse.candidates if self.coarse else 0,
+                "full_evaluations": sum(len(s.full) for s in stages),
+                "full_evaluations_saved": sum(s.full_evaluations_saved for s in stages),
+                "best_objective": self.result.best.objective, "best_weights": self.weights.tolist(),
+                "optimizer": self.result.optimizer, "seed": self.result.seed, "objective": objective,
+                "trace": self.trace, "best_so_far": np.minimum.accumulate(self.trace).tolist()}
+
+
+def search_stage(folds: Sequence[DevFold], config: SearchConfig, seed: int, out_dir: Path, start: np.ndarray,
+                 specs: Sequence[FoldSpec] | None = None) -> SearchOutcome:
+    """The whole search: with a per-group granularity and ``coarse_budget``, first one weight per ingredient
+    (journal ``journal-coarse.sqlite``), then per group from that solution, which the ``anchor`` penalty pulls
+    towards: per-group weights shrunk towards the global ones."""
+    coarse = None
+    if config.coarse_budget and config.granularity != "model":
+        coarse_config = config.model_copy(update={"granularity": "model", "budget": config.coarse_budget,
+                                                  "coarse_budget": 0})
+        _, coarse = search_weights(folds, coarse_config, seed, out_dir / "journal-coarse.sqlite", init=start,
+                                   specs=specs)
+        start = coarse.best.weights[0]
+    fine_config = config.model_copy(update={"budget": config.budget - (config.coarse_budget if coarse else 0),
+                                            "coarse_budget": 0})
+    space, result = search_weights(folds, fine_config, seed, out_dir / "journal.sqlite", init=start, anchor=start,
+                                   specs=specs)
+    return SearchOutcome(space, result, coarse)

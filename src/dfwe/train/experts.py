@@ -1,70 +1,97 @@
 """The experts stage: one expert per source task, plus a multitask expert over all of them.
 
-Experts are cached by a fingerprint of everything that determines them (base model, source data and
-sampling, recipe, seed), so runs that differ only downstream (another k, another search) share them.
+An expert is the base model fine-tuned on a source task with that task's own head (any task shape). The
+multitask expert trains one body with one head per source task, a batch at a time from one task (tasks
+drawn in proportion to their size, tempered by ``experts.temperature``). With ``experts.start: multitask``
+each single-task expert starts from the multitask expert's body instead of the base (model ratatouille):
+the experts then share a starting point that already knows every source, and stay closer in weight space.
+
+Experts are cached under a content key (:mod:`dfwe.cache`) of what they were computed from, so every run,
+k and target that lists the same sources with the same data and recipe reuses them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import torch
+from safetensors.torch import save_file
 
-from dfwe.config import DataConfig, TrainConfig
-from dfwe.data.encode import EncodedSet, multitask
-from dfwe.data.prepare import PreparedData
+from dfwe.cache import content_key, write_key
+from dfwe.config import ExpertsConfig
+from dfwe.data.prepare import TaskSplits
 from dfwe.io import atomic_dir
-from dfwe.models import load_classifier, save_classifier
+from dfwe.models import BaseModel, new_model, save_model
 from dfwe.train.loop import fine_tune
 
 MULTITASK = "multitask"
+TRAIN_LOG = "dfwe-train.json"
 
 
-def expert_fingerprint(data: PreparedData, data_config: DataConfig, recipe: TrainConfig, seed: int) -> str:
-    """A short hash of everything an expert depends on."""
-    key = {
-        "base": str(data.base.resolve()),
-        "sources": {n: str(t.path.resolve()) for n, t in data.sources.items()},
-        "recipe": recipe.model_dump(mode="json"),
-        "seed": seed,
-        "max_length": data_config.max_length,
-        "context_turns": data_config.context_turns,
-        "source_max_examples": data_config.source_max_examples,
-        "source_dev_max_examples": data_config.source_dev_max_examples,
-        "synthetic": data_config.synthetic.model_dump() if data_config.synthetic else None,
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+@dataclass(frozen=True)
+class Expert:
+    """A trained expert: the source task(s) it knows, where it lives, and its content key."""
+
+    name: str
+    folder: Path
+    key: str
 
 
-def _train_one(data: PreparedData, labels: list[str], train: EncodedSet, dev: EncodedSet, recipe: TrainConfig,
-               seed: int, device: torch.device, folder: Path, desc: str) -> Path:
-    if (folder / "dfwe-train.json").is_file():
-        return folder
+def _expert_key(base: BaseModel, tasks: Mapping[str, TaskSplits], config: ExpertsConfig, seed: int,
+                start: Expert | None) -> tuple[str, dict]:
+    parts = {"base": base.digest, "pooling": list(base.pooling), "seed": seed, "start": start.key if start else None,
+             "recipe": config.train.model_dump(mode="json", exclude_defaults=True),
+             "temperature": config.temperature if len(tasks) > 1 else None,
+             "tasks": {name: {"shape": s.train.task.shape, "labels": list(s.train.task.labels),
+                              "train": s.train.encoded.digest(), "dev": s.dev.encoded.digest()}
+                       for name, s in tasks.items()}}
+    return content_key("expert", **parts), parts
+
+
+def train_expert(name: str, tasks: Mapping[str, TaskSplits], base: BaseModel, config: ExpertsConfig, seed: int,
+                 device: torch.device, cache_dir: Path, start: Expert | None = None) -> Expert:
+    """Train (or reuse from ``cache_dir``) one expert on ``tasks`` (several: one shared body, a head each)."""
+    key, parts = _expert_key(base, tasks, config, seed, start)
+    folder = cache_dir / f"{name}-{key}"
+    if (folder / TRAIN_LOG).is_file():
+        return Expert(name, folder, key)
     torch.manual_seed(seed)
-    model = load_classifier(data.base, labels).to(device)
-    result = fine_tune(model, train, dev, recipe, seed, desc=desc)
+    models = {}
+    for task, splits in tasks.items():
+        models[task] = new_model(base.folder, splits.train.task.shape, splits.train.task.labels, base.pooling,
+                                 body_from=start.folder if start else None).to(device)
+        models[task].body = next(iter(models.values())).body  # one body for every task's head
+    result = fine_tune(models, {t: s.train for t, s in tasks.items()}, {t: s.dev for t, s in tasks.items()},
+                       config.train, seed, config.temperature, desc=f"expert {name}")
+    first = next(iter(tasks))
     with atomic_dir(folder) as tmp:
-        save_classifier(model, data.tokenizer, tmp)
-        (tmp / "dfwe-train.json").write_text(json.dumps({"kept_epoch": result.kept_epoch, "history": result.history}))
-    return folder
+        save_model(models[first].cpu(), base.tokenizer, tmp, tasks[first].prep, tasks[first].train.task,
+                   {"expert": name, "tasks": list(tasks)})
+        if len(tasks) > 1:  # every task's head, for whoever wants the multitask expert itself
+            save_file({f"{t}.{n}": p.detach().cpu().contiguous() for t, m in models.items()
+                       for n, p in m.head.named_parameters()}, str(tmp / "task_heads.safetensors"))
+        write_key(tmp, "expert", key, **parts)
+        (tmp / TRAIN_LOG).write_text(json.dumps({"kept_epoch": result.kept_epoch, "history": result.history}))
+    return Expert(name, folder, key)
 
 
-def train_experts(data: PreparedData, data_config: DataConfig, recipe: TrainConfig, include_multitask: bool,
-                  seed: int, device: torch.device, cache_dir: Path) -> dict[str, Path]:
-    """Train (or reuse from ``cache_dir``) every expert; returns ``{source name or 'multitask': folder}``."""
-    tag = expert_fingerprint(data, data_config, recipe, seed)
-    experts = {}
-    for name, task in data.sources.items():
-        experts[name] = _train_one(data, list(task.labels), data.source_train[name], data.source_dev[name], recipe,
-                                   seed, device, cache_dir / f"{name}-{tag}", f"expert {name}")
-    if include_multitask and len(data.sources) > 1:
-        tasks = list(data.sources.values())
-        labels = [f"{t.name}:{label}" for t in tasks for label in t.labels]
-        counts = [len(t.labels) for t in tasks]
-        train = multitask([data.source_train[t.name] for t in tasks], counts)
-        dev = multitask([data.source_dev[t.name] for t in tasks], counts)
-        experts[MULTITASK] = _train_one(data, labels, train, dev, recipe, seed, device,
-                                        cache_dir / f"{MULTITASK}-{tag}", "expert multitask")
+def train_experts(config: ExpertsConfig, base: BaseModel, sources: Mapping[str, TaskSplits], seed: int,
+                  device: torch.device, cache_dir: Path) -> dict[str, Expert]:
+    """Every expert of a run: ``{source name or 'multitask': Expert}`` (the multitask one needs 2+ sources)."""
+    experts: dict[str, Expert] = {}
+    multitask = None
+    if config.multitask and len(sources) > 1:
+        multitask = train_expert(MULTITASK, sources, base, config, seed, device, cache_dir)
+    start = multitask if config.start == MULTITASK else None
+    if config.start == MULTITASK and multitask is None:
+        from dfwe.errors import BadInput
+
+        raise BadInput("experts.start: 'multitask' needs experts.multitask: true and at least two sources")
+    for name, splits in sources.items():
+        experts[name] = train_expert(name, {name: splits}, base, config, seed, device, cache_dir, start)
+    if multitask is not None:
+        experts[MULTITASK] = multitask
     return experts

@@ -1,43 +1,62 @@
-"""The one fine-tuning loop: source experts and target fine-tunes both go through :func:`fine_tune`.
+"""The one fine-tuning loop: source experts (one task or several) and target fine-tunes all go through
+:func:`fine_tune`.
 
-AdamW (no decay on biases and LayerNorm), linear warm-up then linear decay, gradient clipping, seeded
-shuffling and dropout, a progress bar, and selection of the epoch with the best score on the given dev
-set (dev only: the loop never sees test data).
+AdamW (no decay on biases and norms), linear warm-up then linear decay, gradient clipping, seeded
+shuffling, task sampling and dropout, a progress bar, and selection of the epoch with the best score on the
+given dev sets (dev only: the loop never sees test data).
+
+Several tasks train one body at once (the multitask expert): every task has its own model object whose
+``body`` is the same module, so each batch is one task's and goes through that task's head. Batches are drawn
+task by task with probability proportional to ``size ** (1 / temperature)`` (1: proportional to size, large:
+uniform over tasks); an epoch is as many steps as one pass over all tasks' rows takes.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from dfwe.config import TrainConfig
-from dfwe.data.encode import EncodedSet, eval_batches, train_batches
-from dfwe.eval.metrics import LOWER_IS_BETTER, score_logits
+from dfwe.data.encode import Batch, EncodedSet, ExampleSet, eval_batches, full_batch, train_batches
+from dfwe.eval.metrics import LOWER_IS_BETTER, score
 from dfwe.eval.predict import predict_logits
+from dfwe.modeling import DfwePreTrainedModel
 from dfwe.progress import progress_bar
+from dfwe.shapes.base import TaskShape
 
 
 @dataclass
 class TrainResult:
-    """What one fine-tune did: per-epoch history and the epoch it kept."""
+    """What one fine-tune did: per-epoch history (train loss, dev scores per task) and the epoch it kept."""
 
     kept_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
 
     @property
-    def dev(self) -> dict[str, float] | None:
+    def dev(self) -> dict[str, dict[str, float]] | None:
+        """The kept epoch's dev scores, per task."""
         kept = [record for record in self.history if record["epoch"] == self.kept_epoch]
         return kept[0].get("dev") if kept else None
 
 
-def _param_groups(model: PreTrainedModel, weight_decay: float) -> list[dict]:
+def _unique_parameters(models: Mapping[str, DfwePreTrainedModel]) -> dict[str, torch.nn.Parameter]:
+    """Every trainable parameter once (a shared body appears in every task's model)."""
+    seen: dict[int, tuple[str, torch.nn.Parameter]] = {}
+    for task, model in models.items():
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                seen.setdefault(id(param), (f"{task}/{name}", param))
+    return dict(seen.values())
+
+
+def _param_groups(params: Mapping[str, torch.nn.Parameter], weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    for name, param in params.items():
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -47,101 +66,114 @@ def _is_better(metric: str, new: float, old: float | None) -> bool:
     return new < old if metric in LOWER_IS_BETTER else new > old
 
 
-def head_module(model: PreTrainedModel) -> torch.nn.Module:
-    """The module that maps features to logits (``classifier`` in BERT, RoBERTa, DistilBERT, ...)."""
-    for name in ("classifier", "score"):
-        if isinstance(getattr(model, name, None), torch.nn.Module):
-            return getattr(model, name)
-    raise ValueError(f"{type(model).__name__} has no classifier/score head to probe")
-
-
 @torch.no_grad()
-def _head_inputs(model: PreTrainedModel, head: torch.nn.Module, data: EncodedSet, batch_size: int) -> torch.Tensor:
-    """What the head receives for every example of ``data`` (model in eval mode: no dropout)."""
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda module, args, output: captured.append(args[0].detach()))
+def body_features(model: DfwePreTrainedModel, shape: TaskShape, data: EncodedSet, batch_size: int = 64
+                  ) -> torch.Tensor:
+    """What the head reads for every row of ``data`` (eval mode: no dropout), in row order, padded to full width."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    rows = []
+    pieces: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         for batch in eval_batches(data, batch_size):
-            batch = batch.to(device)
-            model(**batch.model_inputs())
-            rows.append(batch.rows)
+            pieces.append((batch.rows, shape.features(model, batch.to(device)).float()))
     finally:
-        hook.remove()
         model.train(was_training)
-    # sequence heads (RoBERTa's) read only the first token: keep just that one, in the shape the head takes
-    features = torch.cat([c if c.ndim == 2 else c[:, :1] for c in captured])
-    out = torch.empty_like(features)
-    out[torch.cat(rows)] = features
+    width = data.input_ids.shape[-1]
+    sample = pieces[0][1]
+    # token features ([rows, L, H]) are padded to the set's width; pooled ones have no token axis
+    shape_out = (len(data), width, sample.shape[-1]) if not shape.pooled else (len(data), *sample.shape[1:])
+    out = torch.zeros(shape_out, dtype=torch.float32, device=sample.device)
+    for rows, piece in pieces:
+        rows = rows.to(out.device)
+        if shape.pooled:
+            out[rows] = piece
+        else:
+            out[rows, : piece.shape[1]] = piece
     return out
 
 
-def fit_head(model: PreTrainedModel, train: EncodedSet, c: float = 1.0, batch_size: int = 64) -> None:
-    """Fit the head alone on frozen features: full-batch L-BFGS on cross-entropy + ||W||^2 / (2 C n).
+def fit_head(model: DfwePreTrainedModel, shape: TaskShape, train: EncodedSet, c: float = 1.0,
+             batch_size: int = 64) -> None:
+    """Fit the head alone on frozen features: full-batch L-BFGS on the shape's loss + ||W||^2 / (2 C n).
 
-    The objective is scikit-learn's ``LogisticRegression(C=c)`` divided by ``C n`` (weights, not biases,
-    are penalised), so the fit is deterministic and independent of batch order.
+    For classification this is scikit-learn's ``LogisticRegression(C=c)`` divided by ``C n`` (weights, not
+    biases, are penalised); for every shape the objective is convex in the head, so the fit is deterministic
+    and independent of where the head started.
     """
-    head = head_module(model)
-    features = _head_inputs(model, head, train, batch_size)
-    labels = train.labels.to(features.device)
-    penalised = [p for name, p in head.named_parameters() if not name.endswith("bias")]
-    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-7,
+    features = body_features(model, shape, train, batch_size)
+    batch = full_batch(train).to(features.device)
+    penalised = [p for name, p in model.head.named_parameters() if not name.endswith("bias")]
+    optimizer = torch.optim.LBFGS(model.head.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-7,
                                   tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
-    was_training = head.training
-    head.eval()
+    was_training = model.training
+    model.eval()
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        logits = head(features)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-        loss = loss + sum((p**2).sum() for p in penalised) / (2 * c * len(labels))
+        loss = shape.loss(shape.head_logits(model, features, batch), batch.labels)
+        loss = loss + sum((p**2).sum() for p in penalised) / (2 * c * len(train))
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    head.train(was_training)
+    model.train(was_training)
 
 
-def fine_tune(model: PreTrainedModel, train: EncodedSet, dev: EncodedSet | None, recipe: TrainConfig, seed: int,
+def dev_scores(models: Mapping[str, DfwePreTrainedModel], dev: Mapping[str, ExampleSet]) -> dict[str, dict]:
+    """Every task's dev metrics under its model."""
+    return {task: score(predict_logits(models[task], data.shape, data.encoded), data) for task, data in dev.items()}
+
+
+def fine_tune(models: Mapping[str, DfwePreTrainedModel], train: Mapping[str, ExampleSet],
+              dev: Mapping[str, ExampleSet] | None, recipe: TrainConfig, seed: int, temperature: float = 1.0,
               desc: str = "train") -> TrainResult:
-    """Fine-tune ``model`` in place on ``train``; keep the best epoch on ``dev`` when ``recipe.select == 'best'``.
+    """Fine-tune ``models`` (one per task, sharing a body when several) in place on ``train``.
 
-    A multitask set (see :func:`dfwe.data.encode.multitask`) restricts each example's softmax to its own
-    task's labels, which is how one model trains on several source tasks at once.
+    With ``recipe.select == 'best'`` the epoch whose mean dev score over tasks is best is kept.
     """
-    device = next(model.parameters()).device
+    device = next(next(iter(models.values())).parameters()).device
     rng = np.random.default_rng([seed, 0x7A1])
     torch.manual_seed(seed)
+    tasks = list(train)
     if recipe.linear_probe:
-        fit_head(model, train, recipe.probe_c)
-    if recipe.epochs == 0:
-        record: dict = {"epoch": 0, "train_loss": float("nan")}
-        if dev is not None:
-            record["dev"] = score_logits(predict_logits(model, dev), dev.labels.numpy(), model.config.num_labels)
-        model.eval()
-        return TrainResult(kept_epoch=0, history=[record])
-    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
-    total_steps = steps_per_epoch * recipe.epochs
-    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
-                                  fused=device.type == "cuda")  # one kernel per step on a GPU
-    schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total_steps), total_steps)
-
+        for task in tasks:
+            fit_head(models[task], train[task].shape, train[task].encoded, recipe.probe_c)
+    for model in models.values():
+        model.head.requires_grad_(not recipe.freeze_head)
     result = TrainResult(kept_epoch=recipe.epochs)
+    if recipe.epochs == 0:
+        result.history.append({"epoch": 0, "train_loss": float("nan"), **({"dev": dev_scores(models, dev)} if dev else {})})
+        for model in models.values():
+            model.eval()
+        return result
+
+    params = _unique_parameters(models)
+    sizes = np.array([len(train[t].encoded) for t in tasks], dtype=float)
+    draw = sizes ** (1.0 / temperature) / (sizes ** (1.0 / temperature)).sum()
+    steps_per_epoch = math.ceil(sizes.sum() / recipe.batch_size)
+    total_steps = steps_per_epoch * recipe.epochs
+    optimizer = torch.optim.AdamW(_param_groups(params, recipe.weight_decay), lr=recipe.lr,
+                                  fused=device.type == "cuda")  # one kernel per step on a GPU
+    from transformers import get_linear_schedule_with_warmup
+
+    schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total_steps), total_steps)
+    queues: dict[str, list[Batch]] = {task: [] for task in tasks}
     best_score, best_state = None, None
     bar = progress_bar(total_steps, desc)
     for epoch in range(1, recipe.epochs + 1):
-        model.train()
+        for model in models.values():
+            model.train()
         losses = []
-        for batch in train_batches(train, recipe.batch_size, rng):
-            batch = batch.to(device)
-            logits = batch.restrict(model(**batch.model_inputs()).logits.float())
-            loss = torch.nn.functional.cross_entropy(logits, batch.labels)
+        for step in range(steps_per_epoch):
+            task = tasks[int(rng.choice(len(tasks), p=draw))] if len(tasks) > 1 else tasks[0]
+            if not queues[task]:  # a fresh shuffled pass over this task's rows
+                queues[task] = train_batches(train[task].encoded, recipe.batch_size, rng)
+            batch = queues[task].pop().to(device)
+            shape = train[task].shape
+            loss = shape.loss(shape.logits(models[task], batch), batch.labels)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(list(params.values()), recipe.max_grad_norm)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -149,20 +181,24 @@ def fine_tune(model: PreTrainedModel, train: EncodedSet, dev: EncodedSet | None,
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}")
         record: dict = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-        if dev is not None:
-            record["dev"] = score_logits(predict_logits(model, dev), dev.labels.numpy(), model.config.num_labels)
+        if dev:
+            record["dev"] = dev_scores(models, dev)
         result.history.append(record)
-        if dev is not None and recipe.select == "best":
-            score = record["dev"][recipe.select_metric]
-            if _is_better(recipe.select_metric, score, best_score):
-                best_score, result.kept_epoch = score, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if dev and recipe.select == "best":
+            value = float(np.mean([scores[recipe.select_metric] for scores in record["dev"].values()]))
+            if _is_better(recipe.select_metric, value, best_score):
+                best_score, result.kept_epoch = value, epoch
+                best_state = {name: p.detach().clone() for name, p in params.items()}
             elif recipe.patience is not None and epoch - result.kept_epoch >= recipe.patience:
                 break
     bar.close()
     if best_state is not None and result.kept_epoch != len(result.history):
-        model.load_state_dict(best_state)
-    elif recipe.select == "last":
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(best_state[name])
+    elif recipe.select == "last" or not dev:
         result.kept_epoch = len(result.history)
-    model.eval()
+    for model in models.values():
+        model.eval()
+        model.head.requires_grad_(True)
     return result

@@ -1,30 +1,45 @@
 """The target stage: every expert, and the pretrained model itself, fine-tuned on the few-sample target.
 
-All of them start their target head from one shared, seeded initialisation, so the fine-tuned models stay
-comparable in weight space. The pretrained body with that head is saved too (``base-init``): it is the
-common origin that task arithmetic measures task vectors from.
+These *ingredients* are also the single-model baselines (``base-ft``, ``multitask-ft``, ``expert-ft:<source>``),
+so each gets the same care: it tries every recipe of ``target.grid`` (learning rate, epochs, probe or not)
+and keeps the one whose kept epoch scores best on the few-sample dev set, by the same rule for all.
+
+Heads (``target.head``): every ingredient must end with a head that means the same thing as the others',
+or their average is meaningless.
+
+* ``shared``: a probe (logistic regression on frozen features, see :func:`dfwe.train.loop.fit_head`) is fitted
+  *once*, on the pretrained model's features of the few-sample train set, and every ingredient starts from it
+  (grid entries without the probe start from one shared seeded random head instead). With
+  ``freeze_head`` the bodies learn to feed that one head.
+* ``own``: each ingredient starts from the shared random head and, with ``linear_probe``, fits its own probe
+  on its own features (LP-FT). The probe's objective is convex, so its start is forgotten: heads differ.
+
+The pretrained body with the shared starting head is saved too (``origin``): it is the common point that task
+arithmetic measures task vectors from. Everything is cached under content keys (:mod:`dfwe.cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
-from dfwe.config import TrainConfig
-from dfwe.data.encode import EncodedSet
-from dfwe.data.prepare import PreparedData
+from dfwe.cache import content_key, write_key
+from dfwe.config import TargetConfig, TrainConfig
+from dfwe.data.encode import ExampleSet
 from dfwe.io import atomic_dir
-from dfwe.models import body_state, load_classifier, make_head_init, model_for_target, save_classifier
-from dfwe.train.experts import MULTITASK
-from dfwe.train.loop import fine_tune
+from dfwe.models import BaseModel, new_model, save_model
+from dfwe.shapes.base import Preprocessing
+from dfwe.train.experts import MULTITASK, TRAIN_LOG, Expert
+from dfwe.eval.stats import LOWER_IS_BETTER
+from dfwe.train.loop import fine_tune, fit_head
 
 BASE_FT = "base-ft"
 MULTITASK_FT = "multitask-ft"
-BASE_INIT = "base-init"
+ORIGIN = "origin"
 
 
 def ingredient_name(expert: str) -> str:
@@ -37,59 +52,118 @@ def folder_name(ingredient: str) -> str:
 
 
 @dataclass(frozen=True)
+class Ingredient:
+    """One target fine-tuned model: its method name, folder, content key and the recipe it chose on dev."""
+
+    name: str
+    folder: Path
+    key: str
+    recipe: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Ingredients:
-    """Target fine-tuned models, in a fixed order, and the common origin they started from."""
+    """The target fine-tuned models in a fixed order, and the common origin they started from."""
 
-    names: tuple[str, ...]
-    folders: tuple[Path, ...]
-    base_init: Path
+    items: tuple[Ingredient, ...]
+    origin: Path
 
-    def folder(self, name: str) -> Path:
-        return self.folders[self.names.index(name)]
+    @property
+    def names(self) -> list[str]:
+        return [i.name for i in self.items]
 
+    @property
+    def folders(self) -> list[Path]:
+        return [i.folder for i in self.items]
 
-def ingredients_fingerprint(data: PreparedData, experts: dict[str, Path], recipe: TrainConfig, include_base: bool,
-                            seed: int, train: EncodedSet, dev: EncodedSet) -> str:
-    """A short hash of everything a set of target fine-tunes depends on (the exact examples included)."""
-    key = {"base": str(data.base.resolve()), "experts": {k: str(v.resolve()) for k, v in experts.items()},
-           "recipe": recipe.model_dump(mode="json"), "include_base": include_base, "seed": seed,
-           "train": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(),
-           "dev": hashlib.sha256("\n".join(dev.ids).encode()).hexdigest(),
-           "tokens": int(train.input_ids.shape[1]) + 1000 * int(dev.input_ids.shape[1])}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    @property
+    def keys(self) -> list[str]:
+        return [i.key for i in self.items]
 
 
-def fine_tune_ingredients(data: PreparedData, experts: dict[str, Path], recipe: TrainConfig, include_base: bool,
-                          seed: int, device: torch.device, cache_dir: Path, train: EncodedSet | None = None,
-                          dev: EncodedSet | None = None) -> Ingredients:
-    """Fine-tune the pretrained model (if ``include_base``) and every expert on the target.
+def recipes(config: TargetConfig) -> list[TrainConfig]:
+    """The recipes every ingredient tries: ``train`` with each ``grid`` entry's overrides (or ``train`` alone)."""
+    return [config.train.model_copy(update=entry) for entry in (config.grid or [{}])]
 
-    ``train``/``dev`` default to the few-sample target train and dev sets; cross-fitting passes them swapped.
-    Results live in ``cache_dir/<fingerprint>/``; finished ones are reused (resume, and runs that differ only
-    in their search).
+
+def _origin(config: TargetConfig, base: BaseModel, train: ExampleSet, seed: int, cache_dir: Path,
+            prep: Preprocessing) -> tuple[Path, str, dict[str, dict[str, torch.Tensor]]]:
+    """The origin folder, its key, and the starting heads: ``random`` (seeded) and, for ``shared``, ``probe``."""
+    task = train.task
+    parts = {"base": base.digest, "pooling": list(base.pooling), "seed": seed, "head": config.head,
+             "probe_c": config.train.probe_c, "shape": task.shape, "labels": list(task.labels),
+             "train": train.encoded.digest() if config.head == "shared" else None}
+    key = content_key("ingredient", role=ORIGIN, **parts)
+    torch.manual_seed(seed)
+    model = new_model(base.folder, task.shape, task.labels, base.pooling)
+    heads = {"random": {n: p.detach().clone() for n, p in model.head.named_parameters()}}
+    if config.head == "shared":
+        fit_head(model, train.shape, train.encoded, config.train.probe_c)
+        heads["probe"] = {n: p.detach().clone() for n, p in model.head.named_parameters()}
+    folder = cache_dir / f"{ORIGIN}-{key}"
+    if not (folder / "config.json").is_file():
+        with atomic_dir(folder) as tmp:
+            save_model(model, base.tokenizer, tmp, prep, task, {"role": "origin: the pretrained body and the starting head"})
+            write_key(tmp, "ingredient", key, role=ORIGIN, **parts)
+    return folder, key, heads
+
+
+def _selection_value(result_dev: Mapping[str, Mapping[str, float]], metric: str) -> float:
+    return float(sum(scores[metric] for scores in result_dev.values()) / len(result_dev))
+
+
+def fine_tune_ingredient(name: str, start: Expert | None, config: TargetConfig, base: BaseModel, train: ExampleSet,
+                         dev: ExampleSet, heads: Mapping[str, Mapping[str, torch.Tensor]], origin_key: str,
+                         seed: int, device: torch.device, cache_dir: Path, prep: Preprocessing) -> Ingredient:
+    """Fine-tune one ingredient with every recipe of the grid; keep the one best on dev (cached)."""
+    task = train.task
+    grid = recipes(config)
+    parts = {"base": base.digest, "start": start.key if start else "base", "origin": origin_key, "seed": seed,
+             "head": config.head, "recipes": [r.model_dump(mode="json", exclude_defaults=True) for r in grid],
+             "train": train.encoded.digest(), "dev": dev.encoded.digest()}
+    key = content_key("ingredient", **parts)
+    folder = cache_dir / f"{folder_name(name)}-{key}"
+    if (folder / TRAIN_LOG).is_file():
+        return Ingredient(name, folder, key, json.loads((folder / TRAIN_LOG).read_text())["recipe"])
+    best: tuple[float, int, Any, Any] | None = None
+    tried = []
+    for index, recipe in enumerate(grid):
+        torch.manual_seed(seed)
+        model = new_model(base.folder, task.shape, task.labels, base.pooling,
+                          body_from=start.folder if start else None).to(device)
+        use_probe = config.head == "shared" and recipe.linear_probe
+        model.head.load_state_dict(heads["probe" if use_probe else "random"])
+        if config.head == "shared":  # the shared probe is the start; never refit on this body's features
+            recipe = recipe.model_copy(update={"linear_probe": False})
+        result = fine_tune({task.name: model}, {task.name: train}, {task.name: dev}, recipe, seed,
+                           desc=f"target {name} ({index + 1}/{len(grid)})")
+        value = _selection_value(result.dev, config.train.select_metric)
+        tried.append({"recipe": grid[index].model_dump(mode="json", exclude_defaults=True),
+                      "kept_epoch": result.kept_epoch, config.train.select_metric: value})
+        sign = 1 if config.train.select_metric in LOWER_IS_BETTER else -1
+        if best is None or sign * value < sign * best[0]:
+            best = (value, index, result, {n: t.detach().cpu().clone() for n, t in model.state_dict().items()})
+    value, index, result, state = best  # type: ignore[misc]
+    model.load_state_dict(state)
+    chosen = {**tried[index], "grid": tried}
+    with atomic_dir(folder) as tmp:
+        save_model(model.cpu(), base.tokenizer, tmp, prep, task, {"ingredient": name})
+        write_key(tmp, "ingredient", key, **parts)
+        (tmp / TRAIN_LOG).write_text(json.dumps({"recipe": chosen, "kept_epoch": result.kept_epoch,
+                                                 "history": result.history}))
+    return Ingredient(name, folder, key, chosen)
+
+
+def fine_tune_ingredients(config: TargetConfig, base: BaseModel, train: ExampleSet, dev: ExampleSet,
+                          experts: Mapping[str, Expert], seed: int, device: torch.device, cache_dir: Path,
+                          prep: Preprocessing) -> Ingredients:
+    """Fine-tune the pretrained model (if ``include_base``) and every expert on ``train``, choosing on ``dev``.
+
+    Cross-fitting calls this a second time with train and dev swapped.
     """
-    train = data.target_train if train is None else train
-    dev = data.target_dev if dev is None else dev
-    out_dir = cache_dir / ingredients_fingerprint(data, experts, recipe, include_base, seed, train, dev)
-    labels = list(data.target.labels)
-    head_init = make_head_init(data.base, labels, seed)
-    base_init = out_dir / BASE_INIT
-    if not (base_init / "config.json").is_file():
-        with atomic_dir(base_init) as tmp:
-            save_classifier(model_for_target(data.base, labels, body_state(load_classifier(data.base)), head_init),
-                            data.tokenizer, tmp)
-
-    starts = ([(BASE_FT, data.base)] if include_base else []) + [(ingredient_name(e), f) for e, f in experts.items()]
-    names, folders = [], []
-    for name, start in starts:
-        folder = out_dir / folder_name(name)
-        if not (folder / "dfwe-train.json").is_file():
-            model = model_for_target(data.base, labels, body_state(load_classifier(start)), head_init).to(device)
-            result = fine_tune(model, train, dev, recipe, seed, desc=f"target {name}")
-            with atomic_dir(folder) as tmp:
-                save_classifier(model, data.tokenizer, tmp)
-                (tmp / "dfwe-train.json").write_text(json.dumps({"kept_epoch": result.kept_epoch,
-                                                                 "history": result.history}))
-        names.append(name)
-        folders.append(folder)
-    return Ingredients(names=tuple(names), folders=tuple(folders), base_init=base_init)
+    origin, origin_key, heads = _origin(config, base, train, seed, cache_dir, prep)
+    starts: list[tuple[str, Expert | None]] = [(BASE_FT, None)] if config.include_base else []
+    starts += [(ingredient_name(name), expert) for name, expert in experts.items()]
+    items = tuple(fine_tune_ingredient(name, start, config, base, train, dev, heads, origin_key, seed, device,
+                                       cache_dir, prep) for name, start in starts)
+    return Ingredients(items, origin)

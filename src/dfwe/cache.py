@@ -1,0 +1,34 @@
+"""Content keys for cached artefacts (experts, target fine-tunes, logits).
+
+An artefact is stored under a key that hashes *what it was computed from*: the digests of the example sets
+it read (token ids and targets, so an edited label or text, another tokenizer or max length all change it),
+the content digest of the checkpoints it started from, the recipe, the seed, and the version of the code
+path that produced it. Reusing an artefact therefore needs no trust in paths or ids: same key, same inputs.
+
+Recipes enter keys without their default values, so adding a setting keeps existing keys; changing a
+default, like changing what a code path computes, means bumping its entry in ``CODE_VERSIONS``.
+``CODE_VERSIONS`` is bumped by hand whenever a code path starts producing different results for the same
+inputs (a changed training loop, a new head scheme), so stale artefacts are never served after an upgrade.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+CODE_VERSIONS = {"suite": 1, "tiny-base": 1, "expert": 1, "ingredient": 1, "logits": 1}
+KEY_FILE = "dfwe-key.json"
+
+
+def content_key(kind: str, **parts: Any) -> str:
+    """A short hash of ``parts`` and the code version of ``kind``."""
+    payload = {"kind": kind, "code_version": CODE_VERSIONS[kind], **parts}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_key(folder: Path, kind: str, key: str, **parts: Any) -> None:
+    """Record, inside a cached artefact's folder, the key and what went into it (for people, not for lookup)."""
+    (folder / KEY_FILE).write_text(json.dumps({"kind": kind, "key": key, "code_version": CODE_VERSIONS[kind],
+                                               **parts}, indent=2, sort_keys=True, default=str))

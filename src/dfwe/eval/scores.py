@@ -1,0 +1,100 @@
+"""The scores stage: every method's outputs on dev, the held-out split and validation; metrics, bootstrap
+intervals, and paired differences against dfwe.
+
+Outputs of fixed merges are cached under content keys (the ingredients' keys, the weights, the head rule and
+the example set's digest), so runs that differ only in their search score each baseline once. Two methods
+scored on the same examples are compared by a *paired* bootstrap (:mod:`dfwe.eval.stats`): words such as
+"beats" are only earned where the paired interval excludes 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from dfwe.cache import content_key
+from dfwe.data.encode import ExampleSet
+from dfwe.eval.baselines import logit_ensemble
+from dfwe.eval.metrics import score
+from dfwe.eval.predict import cached_logits
+from dfwe.eval.stats import MetricStats, interval, paired_difference
+from dfwe.search.objective import DevFold
+
+LOGIT_ENSEMBLE = "logit-ensemble"
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A merged method: weights ``[groups or 1, ingredients]`` under a merge method (linear, task arithmetic)."""
+
+    weights: np.ndarray
+    method: str = "linear"
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Metrics of every method on every split, test intervals, and the per-example test statistics."""
+
+    metrics: dict[str, dict[str, dict[str, float]]]  # method -> split -> metric -> value
+    test_ci: dict[str, dict[str, list[float]]]
+    test_stats: dict[str, MetricStats]
+    validation_stats: dict[str, MetricStats]
+    test_predictions: dict[str, list[Any]]  # method -> one decoded prediction per test example
+    test_ids: list[str]
+
+
+def method_logits(fold: DevFold, ingredient_keys: list[str], names: list[str], merges: Mapping[str, Merge],
+                  data: ExampleSet, cache_dir: Path, head: dict[str, Any], batch_size: int) -> dict[str, np.ndarray]:
+    """Each single ingredient (its own head), the logit ensemble, and each merge (the run's head rule)."""
+    digest = data.encoded.digest()
+
+    def logits_of(merge: Merge, refit: bool, **identity: object) -> np.ndarray:
+        def compute() -> np.ndarray:
+            fold.merge(merge.method, merge.weights, refit=refit)
+            return fold.logits(data, batch_size)
+
+        return cached_logits(cache_dir, {"key": content_key("logits", data=digest, **identity)}, compute)
+
+    one_hot = np.eye(len(names))
+    # a single ingredient's outputs depend on that ingredient alone; a merge's on all of them and the head rule
+    out = {name: logits_of(Merge(one_hot[i]), False, ingredient=ingredient_keys[i]) for i, name in enumerate(names)}
+    out[LOGIT_ENSEMBLE] = logit_ensemble([out[name] for name in names])
+    for name, merge in merges.items():
+        out[name] = logits_of(merge, True, ingredients=ingredient_keys, method=merge.method,
+                              weights=np.atleast_2d(merge.weights).tolist(), head=head)
+    return out
+
+
+def score_methods(fold: DevFold, ingredient_keys: list[str], names: list[str], merges: Mapping[str, Merge],
+                  splits: Mapping[str, ExampleSet], cache_dir: Path, head: dict[str, Any], batch_size: int,
+                  resamples: int, seed: int) -> Scores:
+    """Score every method on every split; test intervals; keep per-example test and validation statistics."""
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    stats: dict[str, dict[str, MetricStats]] = {}
+    predictions: dict[str, list[Any]] = {}
+    for split, data in splits.items():
+        for method, logits in method_logits(fold, ingredient_keys, names, merges, data, cache_dir, head,
+                                            batch_size).items():
+            decoded = data.shape.decode(logits, data.encoded, data.examples, data.task)
+            per_example = data.shape.metric_stats(decoded, data.examples, data.task)
+            metrics.setdefault(method, {})[split] = score(logits, data, per_example)
+            stats.setdefault(split, {})[method] = per_example
+            if split == "test":
+                predictions[method] = decoded
+    test_ci = {method: interval(m, resamples, seed) if resamples else {} for method, m in stats["test"].items()}
+    return Scores(metrics, test_ci, stats["test"], stats.get("validation", {}), predictions,
+                  [e.id for e in splits["test"].examples])
+
+
+def paired_against(stats: Mapping[str, MetricStats], method: str, resamples: int, seed: int) -> dict[str, dict]:
+    """``method`` minus every other method on the same examples: difference, paired interval, verdict."""
+    if not resamples:
+        return {}
+    return {other: paired_difference(stats[method], stats[other], resamples, seed)
+            for other in stats if other != method}
+
+
+__all__ = ["LOGIT_ENSEMBLE", "Merge", "Scores", "method_logits", "paired_against", "score_methods"]

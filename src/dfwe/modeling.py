@@ -1,0 +1,219 @@
+"""dfwe's models: a pretrained encoder (the *body*), the pooling it was pretrained with, and one task head.
+
+Every model dfwe trains, merges and exports has the same two parts, so all of them share one weight space:
+
+* ``body.*`` -- the base's encoder (``AutoModel`` of its architecture), read from the base checkpoint;
+* ``head.*`` -- one linear layer whose meaning is the task shape's: class logits over pooled features
+  (``classification``, ``multilabel``), one score per (question, choice) encoding (``multiple_choice``), or a
+  start and an end logit per token (``span``).
+
+The pooling is the base's own (all-MiniLM-L6-v2 was trained as a *mean*-pooled sentence encoder, so its
+untrained CLS pooler is noise; a BERT pretrained with next-sentence prediction keeps its ``pooler``).
+:func:`base_pooling` reads it from a sentence-transformers folder (``modules.json``, ``1_Pooling/config.json``).
+
+The classes are ordinary transformers models. dfwe loads them directly; to open a saved folder with the
+``Auto`` classes, call :func:`register_auto_classes` once (an explicit call: importing dfwe registers nothing)::
+
+    import dfwe
+    from transformers import AutoModelForSequenceClassification
+
+    dfwe.register_auto_classes()
+    model = AutoModelForSequenceClassification.from_pretrained("runs/demo/merged")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (AutoConfig, AutoModel, AutoModelForMultipleChoice, AutoModelForQuestionAnswering,
+                          AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel)
+from transformers.configuration_utils import SubConfigSpec
+from transformers.modeling_outputs import (MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
+                                           SequenceClassifierOutput)
+
+POOLINGS = ("mean", "cls", "max", "pooler")
+SHAPES = ("classification", "multilabel", "span", "multiple_choice")
+
+
+class DfweConfig(PreTrainedConfig):
+    """The base encoder's own config plus how dfwe reads it out: pooling, normalisation, the task shape."""
+
+    model_type = "dfwe"
+    sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+
+    encoder_config: dict | PreTrainedConfig | None = None
+    pooling: str = "mean"
+    normalize: bool = False
+    shape: str = "classification"
+    head_dropout: float = 0.1
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be one of {SHAPES}, got {self.shape!r}")
+
+
+def base_pooling(folder: Path) -> tuple[str, bool] | None:
+    """``(pooling, normalize)`` declared by a sentence-transformers folder, or None if it declares none."""
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return None
+    modules = json.loads(modules_file.read_text())
+    pooling_dirs = [m.get("path", "") for m in modules if m.get("type", "").endswith("Pooling")]
+    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+    if not pooling_dirs or not (folder / pooling_dirs[0] / "config.json").is_file():
+        return None
+    declared = json.loads((folder / pooling_dirs[0] / "config.json").read_text())
+    for mode, name in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
+                       ("pooling_mode_max_tokens", "max")):
+        if declared.get(mode):
+            return name, normalize
+    return None
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, pooler: nn.Module | None = None) -> torch.Tensor:
+    """One vector per sequence from token states ``[n, L, H]`` and the attention mask ``[n, L]``."""
+    if pooling == "mean":
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    if pooling == "max":
+        return hidden.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).max(dim=1).values
+    if pooling == "pooler":
+        if pooler is None:
+            raise ValueError("pooling 'pooler' needs an encoder with a pooler layer")
+        return pooler(hidden)
+    return hidden[:, 0]
+
+
+class DfwePreTrainedModel(PreTrainedModel):
+    """The shared body and its pooling; subclasses add the head of one task shape."""
+
+    config: DfweConfig
+    config_class = DfweConfig
+    base_model_prefix = "body"
+    _supports_sdpa = True
+
+    def __init__(self, config: DfweConfig):
+        super().__init__(config)
+        self.body = build_encoder(config.encoder_config, with_pooler=config.pooling == "pooler")
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None, pooled: bool = True) -> torch.Tensor:
+        """Pooled features ``[n, H]`` (or, with ``pooled=False``, token states ``[n, L, H]``)."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.config.encoder_config.type_vocab_size > 1:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.body(**inputs).last_hidden_state
+        if not pooled:
+            return hidden
+        features = pool(hidden, attention_mask, self.config.pooling, getattr(self.body, "pooler", None))
+        return nn.functional.normalize(features, dim=-1) if self.config.normalize else features
+
+
+def build_encoder(config: PreTrainedConfig, with_pooler: bool) -> PreTrainedModel:
+    """The base architecture's bare encoder; its pooler layer only where the pooling reads it."""
+    try:
+        return AutoModel.from_config(config, add_pooling_layer=with_pooler)
+    except TypeError:  # architectures without a pooler take no such argument
+        return AutoModel.from_config(config)
+
+
+class DfweModel(DfwePreTrainedModel):
+    """The body alone (a multitask expert's shared encoder); its output is the pooled features."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return self.features(input_ids, mask, token_type_ids)
+
+
+class DfweForSequenceClassification(DfwePreTrainedModel):
+    """Classification (softmax over labels) and multilabel (one sigmoid per label) over pooled features."""
+
+    def __init__(self, config: DfweConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(config.encoder_config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                **_: object) -> SequenceClassifierOutput:
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        logits = self.head(self.dropout(self.features(input_ids, mask, token_type_ids)))
+        loss = None
+        if labels is not None:
+            loss = (nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+                    if self.config.shape == "multilabel" else nn.functional.cross_entropy(logits, labels))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class DfweForMultipleChoice(DfwePreTrainedModel):
+    """One score per (question, choice) encoding; inputs ``[n, choices, L]``, logits ``[n, choices]``."""
+
+    def __init__(self, config: DfweConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(config.encoder_config.hidden_size, 1)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                **_: object) -> MultipleChoiceModelOutput:
+        n, choices, width = input_ids.shape
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        flat = [t.reshape(n * choices, width) if t is not None else None for t in (input_ids, mask, token_type_ids)]
+        logits = self.head(self.dropout(self.features(*flat))).view(n, choices)
+        # padded choices (an all-zero mask) can never be chosen
+        logits = logits.masked_fill(mask.sum(dim=-1) == 0, torch.finfo(logits.dtype).min)
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return MultipleChoiceModelOutput(loss=loss, logits=logits)
+
+
+class DfweForQuestionAnswering(DfwePreTrainedModel):
+    """Extractive spans: a start and an end logit for every token."""
+
+    def __init__(self, config: DfweConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(config.encoder_config.hidden_size, 2)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
+                end_positions: torch.Tensor | None = None, **_: object) -> QuestionAnsweringModelOutput:
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        tokens = self.features(input_ids, mask, token_type_ids, pooled=False)
+        logits = self.head(self.dropout(tokens)).masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(tokens.dtype).min)
+        start, end = logits.unbind(dim=-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = (nn.functional.cross_entropy(start, start_positions)
+                    + nn.functional.cross_entropy(end, end_positions)) / 2
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start, end_logits=end)
+
+
+MODEL_CLASSES: dict[str, type[DfwePreTrainedModel]] = {
+    "classification": DfweForSequenceClassification,
+    "multilabel": DfweForSequenceClassification,
+    "multiple_choice": DfweForMultipleChoice,
+    "span": DfweForQuestionAnswering,
+}
+
+
+def register_auto_classes() -> None:
+    """Let transformers' ``Auto`` classes open dfwe folders (``AutoModelForSequenceClassification`` and so on).
+
+    Registration changes transformers' global registry, so it is an explicit call, never done on import.
+    """
+    AutoConfig.register(DfweConfig.model_type, DfweConfig, exist_ok=True)
+    AutoModel.register(DfweConfig, DfweModel, exist_ok=True)
+    AutoModelForSequenceClassification.register(DfweConfig, DfweForSequenceClassification, exist_ok=True)
+    AutoModelForMultipleChoice.register(DfweConfig, DfweForMultipleChoice, exist_ok=True)
+    AutoModelForQuestionAnswering.register(DfweConfig, DfweForQuestionAnswering, exist_ok=True)

@@ -1,0 +1,94 @@
+"""What a task shape is: how its records are read, encoded, turned into a loss, decoded and measured.
+
+A shape is one small class; :mod:`dfwe.shapes` registers one instance per shape name. Everything else in
+dfwe (the training loop, the weight space, the search objective, the baselines, export) works on any shape
+through this interface, so adding a shape is adding one module.
+
+Model outputs are held as one float array per set, padded with ``-inf`` where a row is shorter than the
+set (span logits over tokens, choice scores over a padded choice axis): averaging such arrays across
+models (the logit ensemble) and scaling them (temperature) keep the padding out of every softmax.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from dfwe.data.encode import Batch, EncodedSet
+from dfwe.data.tasks import Example, Task
+from dfwe.eval.stats import MetricStats
+from dfwe.modeling import DfwePreTrainedModel
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How examples become tokens; carried with every model dfwe writes (``dfwe.json``)."""
+
+    max_length: int = 128
+    context_turns: int = 3
+    stride: int = 64  # spans: tokens shared by consecutive windows of a long context
+
+
+class TaskShape(ABC):
+    """One task shape (see :mod:`dfwe.shapes`)."""
+
+    name: ClassVar[str]
+    model_class: ClassVar[type[DfwePreTrainedModel]]
+    metrics: ClassVar[tuple[str, ...]]  # every metric the shape reports; a task.json names its headline
+    pooled: ClassVar[bool] = True  # the head reads pooled features (False: token states)
+
+    @abstractmethod
+    def parse(self, record: dict[str, Any], where: str, context_turns: int) -> Example:
+        """One JSON record as an :class:`Example`; a malformed record is bad input naming ``where``."""
+
+    def label_space(self, examples: Sequence[Example]) -> tuple[str, ...]:
+        """The labels a task without ``task.json`` takes, read off its train split (none for this shape)."""
+        return ()
+
+    def check(self, example: Example, labels: tuple[str, ...], where: str) -> None:
+        """Refuse a label outside ``labels`` (or any other target the shape cannot take)."""
+
+    def num_outputs(self, task: Task) -> int:
+        """Width of the head (labels; 1 for a choice score; 2 for start and end)."""
+        return len(task.labels)
+
+    @abstractmethod
+    def encode(self, examples: Sequence[Example], tokenizer: Any, task: Task, prep: Preprocessing) -> EncodedSet:
+        """Token ids and training targets of ``examples``."""
+
+    @abstractmethod
+    def features(self, model: DfwePreTrainedModel, batch: Batch) -> torch.Tensor:
+        """What the head reads: pooled features ``[rows, (choices,) H]`` or token states ``[rows, L, H]``."""
+
+    @abstractmethod
+    def head_logits(self, model: DfwePreTrainedModel, features: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The head's output on ``features``, one tensor per row (padding at the dtype's minimum)."""
+
+    def logits(self, model: DfwePreTrainedModel, batch: Batch) -> torch.Tensor:
+        """The model's output on ``batch`` (what the transformers ``forward`` of its class computes)."""
+        return self.head_logits(model, self.features(model, batch), batch)
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean training loss of a batch (a proper scoring rule: the search objective reuses it)."""
+
+    @abstractmethod
+    def decode(self, logits: np.ndarray, data: EncodedSet, examples: Sequence[Example], task: Task) -> list[Any]:
+        """One prediction per example (label, label set, answer text, chosen choice)."""
+
+    @abstractmethod
+    def metric_stats(self, predictions: Sequence[Any], examples: Sequence[Example], task: Task) -> MetricStats:
+        """Per-example sufficient statistics of every metric (bootstrap and paired intervals reuse them)."""
+
+    def submission(self, prediction: Any, task: Task) -> str:
+        """A prediction as FETA's Codalab CSV writes it."""
+        return str(prediction)
+
+    def nll(self, logits: np.ndarray, data: EncodedSet) -> float:
+        """Mean loss of a whole set's logits."""
+        with torch.no_grad():
+            return float(self.loss(torch.as_tensor(logits), data.labels))

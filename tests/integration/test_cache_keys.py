@@ -1,0 +1,96 @@
+"""Cached artefacts are keyed by content: edit one label in place and exactly what depends on it is recomputed.
+
+Three runs share one cache: the original data, then one label of source ``a``'s train split edited in place,
+then one label of the target's *test* split edited in place. Each artefact folder is named by its content key
+and written once, so "reused" means "the same folder, untouched" and "recomputed" means "a new folder".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from conftest import friends_rows, write_task
+from dfwe.config import config_from_dict
+from dfwe.pipeline import run
+
+LABELS = ["x", "y", "z"]
+
+
+def _suite(root: Path) -> Path:
+    for name in ("target", "a", "b"):
+        write_task(root / name, {"train": friends_rows(f"{name}tr", LABELS, 10),
+                                 "dev": friends_rows(f"{name}dv", LABELS, 3), "test": friends_rows(f"{name}te", LABELS, 4)})
+    return root
+
+
+def _edit_first_label(path: Path) -> str:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["label"] = next(label for label in LABELS if label != rows[0]["label"])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows[0]["id"]
+
+
+def _logits(cache: Path) -> dict[str, float]:
+    """Every cached output file and when it was written."""
+    return {p.name: p.stat().st_mtime_ns for p in cache.glob("logits/*.npy")}
+
+
+def _keys(out: Path) -> dict[str, dict[str, str]]:
+    return json.loads((out / "results.json").read_text())["cache_keys"]
+
+
+def _outputs(out: Path) -> int:
+    """How many distinct cached outputs a run has per split: its single ingredients and its distinct merges (a
+    greedy soup that kept every ingredient is the uniform soup, and shares its outputs)."""
+    methods = json.loads((out / "results.json").read_text())["methods"]
+    return 4 + len({json.dumps(np.atleast_2d(methods[m]["weights"]).tolist())
+                    for m in ("uniform-soup", "greedy-soup", "dfwe")})
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {name for name in before if before[name] != after[name]}
+
+
+def test_editing_a_label_recomputes_exactly_what_depends_on_it(tmp_path, tiny_base):
+    suite = _suite(tmp_path / "suite")
+    config = config_from_dict({"data": {"data_dir": str(suite), "target": "target", "sources": ["a", "b"], "shots": 3,
+                                        "dev_shots": 2, "max_length": 24},
+                               "model": {"base": str(tiny_base)},
+                               "experts": {"train": {"epochs": 1, "batch_size": 8}},
+                               "target": {"train": {"epochs": 1, "batch_size": 4}},
+                               "search": {"budget": 3}, "eval": {"bootstrap": 0, "barriers": False}})
+    cache = tmp_path / "cache"
+    run(config, tmp_path / "run1", cache=cache)
+    keys1, logits1 = _keys(tmp_path / "run1"), _logits(cache)
+    assert set(keys1["experts"]) == {"a", "b", "multitask"}
+    folders = {p.parent.name: p.stat().st_mtime_ns for p in cache.glob("*/*/dfwe-key.json")}
+
+    _edit_first_label(suite / "a" / "train.jsonl")
+    run(config, tmp_path / "run2", cache=cache)
+    keys2, logits2 = _keys(tmp_path / "run2"), _logits(cache)
+    assert _changed(keys1["experts"], keys2["experts"]) == {"a", "multitask"}  # both read a's train split
+    assert _changed(keys1["ingredients"], keys2["ingredients"]) == {"expert-ft:a", "multitask-ft"}
+    # reused artefacts are the very folders of run 1, untouched; recomputed ones are new folders
+    for name, key in [*keys2["experts"].items(), *keys2["ingredients"].items()]:
+        folder = next(cache.glob(f"*/*-{key}"))
+        assert (folder.name in folders) == (keys1["experts"].get(name, keys1["ingredients"].get(name)) == key)
+    assert all(p.stat().st_mtime_ns == folders[p.parent.name] for p in cache.glob("*/*/dfwe-key.json")
+               if p.parent.name in folders)
+    # outputs of the two unchanged single ingredients on dev and test are reused; every merge reads all of them
+    assert len(logits1) == 2 * _outputs(tmp_path / "run1")  # on dev and test
+    assert len(set(logits2) - set(logits1)) == 2 * _outputs(tmp_path / "run2") - 2 * 2
+    assert all(logits2[name] == logits1[name] for name in logits1)  # nothing rewritten
+
+    _edit_first_label(suite / "target" / "test.jsonl")
+    run(config, tmp_path / "run3", cache=cache)
+    keys3, logits3 = _keys(tmp_path / "run3"), _logits(cache)
+    assert keys3 == keys2  # the test split is part of no expert's or ingredient's key
+    # only outputs on the edited test split: the single ingredients and the merges (the search chose the same weights)
+    assert len(set(logits3) - set(logits2)) == _outputs(tmp_path / "run3")
+    assert all(logits3[name] == logits2[name] for name in logits2)  # nothing rewritten
+    results = [json.loads((tmp_path / r / "results.json").read_text()) for r in ("run2", "run3")]
+    assert results[0]["methods"]["dfwe"]["dev"] == results[1]["methods"]["dfwe"]["dev"]
+    assert results[0]["methods"]["dfwe"]["weights"] == results[1]["methods"]["dfwe"]["weights"]

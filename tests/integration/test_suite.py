@@ -1,0 +1,114 @@
+"""``dfwe bench --suite``: every task shape trains, merges, searches, evaluates and exports through one code path.
+
+A tiny suite with one task per shape (classification, multilabel, span, multiple choice); each is the target in
+turn with the other three as its sources, on a tiny BERT, one seed, FETA's dialogue sampling.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import write_tiny_suite
+
+AUTO_CLASS = {"classification": "AutoModelForSequenceClassification", "multilabel": "AutoModelForSequenceClassification",
+              "span": "AutoModelForQuestionAnswering", "multiple_choice": "AutoModelForMultipleChoice"}
+
+
+def dfwe(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dfwe.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "DFWE_PROGRESS": "0"})
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("suite")
+    suite = write_tiny_suite(root / "tiny")
+    from conftest import WORDS
+    from dfwe.models import build_tiny_base
+
+    base = build_tiny_base(root / "base", WORDS + ["ross", "rachel", "hi", ":", "who", "relations", "of", "with",
+                                                   "@placeholder"], 16, 2, 2, 32, seed=0)
+    config = {"data": {"data_dir": str(suite), "target": "emo", "sources": ["rc"], "sampling": "dialogues",
+                       "fraction": 0.5, "max_length": {"default": 24, "qa": 32}, "stride": 8},
+              "model": {"base": str(base)}, "experts": {"train": {"epochs": 1, "batch_size": 8}, "temperature": 2.0},
+              "target": {"head": "shared", "train": {"epochs": 1, "batch_size": 8, "linear_probe": True,
+                                                     "freeze_head": True}},
+              "merge": {"head": "refit"}, "search": {"budget": 3, "init": "greedy"}, "eval": {"bootstrap": 20}}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    out = root / "out"
+    done = dfwe("bench", "--suite", str(suite), "--config", str(root / "config.yaml"), "--seeds", "0",
+                "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "average" in done.stdout
+    return suite, out
+
+
+def test_every_target_and_the_average_are_reported(suite_run):
+    suite, out = suite_run
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["targets"]) == {"emo", "qa", "rc", "rel"}
+    shapes = {name: target["task"]["shape"] for name, target in results["targets"].items()}
+    assert shapes == {"emo": "classification", "rel": "multilabel", "qa": "span", "rc": "multiple_choice"}
+    for name, target in results["targets"].items():
+        metric = target["task"]["metric"]
+        assert metric == {"emo": "weighted_f1", "rel": "micro_f1", "qa": "token_f1", "rc": "accuracy"}[name]
+        methods = target["seeds"]["0"]["methods"]
+        assert {"base-ft", "multitask-ft", "best-expert-ft", "uniform-soup", "greedy-soup", "logit-ensemble",
+                "dfwe"} <= set(methods)
+        assert set(target["seeds"]["0"]["ingredients"]) == {"base-ft", "multitask-ft",
+                                                             *(f"expert-ft:{s}" for s in results["targets"] if s != name)}
+        delta = target["transfer"]["dfwe"]
+        assert delta["per_seed"][0] == pytest.approx(methods["dfwe"]["test"][metric] - methods["base-ft"]["test"][metric])
+    for method, entry in results["average"].items():
+        scores = [t["seeds"]["0"]["methods"][method]["test"][t["task"]["metric"]] for t in results["targets"].values()]
+        assert entry["score"]["mean"] == pytest.approx(sum(scores) / 4)
+    assert results["average"]["base-ft"]["transfer_delta"]["mean"] == pytest.approx(0.0)
+
+
+def test_experts_are_trained_once_and_shared_by_every_target(suite_run):
+    _, out = suite_run
+    folders = sorted(p.name.rsplit("-", 1)[0] for p in (out / "cache" / "experts").iterdir())
+    assert folders == ["emo", "multitask", "multitask", "multitask", "multitask", "qa", "rc", "rel"]
+
+
+def test_submission_files_have_feta_formats(suite_run):
+    suite, out = suite_run
+    for task in ("emo", "rel", "qa", "rc"):
+        test_ids = [json.loads(line)["id"] for line in (suite / task / "test.jsonl").read_text().splitlines()]
+        for file in ("baseline_predictions.csv", "predictions.csv"):
+            rows = list(csv.reader((out / "submission" / "seed-0" / task / file).read_text().splitlines()))
+            assert [r[0] for r in rows] == test_ids and all(len(r) == 2 for r in rows)
+            values = [r[1] for r in rows]
+            if task == "emo":
+                assert all(v in {"0", "1", "2"} for v in values)  # class ids of (happy, ok, sad)
+            elif task == "rel":
+                assert all(json.loads(v) in ([0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 1], [1, 0, 1], [1, 1, 0],
+                                             [1, 1, 1]) for v in values)
+            elif task == "rc":
+                assert all(v in {"ross", "rachel", "hi"} for v in values)
+
+
+@pytest.mark.parametrize("task", ["emo", "rel", "qa", "rc"])
+def test_merged_model_opens_with_its_auto_class_and_evaluate_reproduces_the_score(suite_run, task):
+    import transformers
+
+    from dfwe.modeling import register_auto_classes
+
+    suite, out = suite_run
+    run = out / "targets" / task / "seeds" / "0"
+    results = json.loads((run / "results.json").read_text())
+    register_auto_classes()
+    model = getattr(transformers, AUTO_CLASS[results["task"]["shape"]]).from_pretrained(str(run / "merged"))
+    assert type(model).__module__ == "dfwe.modeling"
+    scored = dfwe("evaluate", str(run / "merged"), "--task", str(suite / task), "--split", "test")
+    assert scored.returncode == 0, scored.stderr
+    metric = results["task"]["metric"]
+    assert json.loads(scored.stdout)[metric] == pytest.approx(results["methods"]["dfwe"]["test"][metric], abs=1e-9)
