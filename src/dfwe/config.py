@@ -156,6 +156,8 @@ class ExpertsConfig(_Frozen):
     multitask: bool = True
     # Multitask batches come from one task at a time, tasks drawn with probability ~ size ** (1 / temperature).
     temperature: float = Field(1.0, gt=0)
+    # Optimizer steps per multitask epoch (default: as many as one pass over every source's rows takes).
+    multitask_steps: int | None = Field(None, ge=1)
     # Where single-task experts start: the base, or the multitask expert (model ratatouille).
     start: Literal["base", "multitask"] = "base"
     # Seed of the experts and of their source subsamples; None: the run's seed. Fixing it lets runs at
@@ -209,6 +211,8 @@ class MergeConfig(_Frozen):
 
     head: Literal["average", "refit"] = "average"
     probe_c: float = Field(1.0, gt=0)
+    # refit: fit on at most this many train examples (a seeded subset), to bound its cost on long inputs
+    refit_examples: int | None = Field(None, ge=1)
 
 
 class SearchConfig(_Frozen):

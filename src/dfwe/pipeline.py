@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from dfwe.config import RunConfig, config_to_dict
+from dfwe.data.encode import ExampleSet
 from dfwe.data.prepare import PreparedData, locate_suite, prepare_data
 from dfwe.eval.baselines import DevChoices, choose_on_dev, uniform_weights
 from dfwe.eval.barriers import loss_barriers
@@ -104,14 +105,25 @@ def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients,
                swapped: Ingredients | None) -> list[FoldSpec]:
     """The dev folds the search scores on: ingredients trained on train scored on dev and, when cross-fitting,
     ingredients trained on dev scored on train. With ``merge.head: refit`` each refits on its training set."""
-    refit = config.merge.head == "refit"
     base = ingredients.origin if config.search.space == "task_arithmetic" else None
-    specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, config.device,
-                      data.train if refit else None, config.merge.probe_c)]
+    specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, config.device, refit_set(config, data.train),
+                      config.merge.probe_c)]
     if swapped is not None:
         specs.append(FoldSpec(tuple(swapped.folders), data.train, swapped.origin if base else None, config.device,
-                              data.dev if refit else None, config.merge.probe_c))
+                              refit_set(config, data.dev), config.merge.probe_c))
     return specs
+
+
+def refit_set(config: RunConfig, examples: ExampleSet) -> ExampleSet | None:
+    """What a merged model's head is refit on (``merge.head: refit``): the fold's training examples, or a seeded
+    subset of ``merge.refit_examples`` of them."""
+    if config.merge.head != "refit":
+        return None
+    limit = config.merge.refit_examples
+    if limit is None or limit >= len(examples.examples):
+        return examples
+    rows = np.random.default_rng([config.seed, 0x4EF1]).choice(len(examples.examples), size=limit, replace=False)
+    return examples.subset(np.sort(rows))
 
 
 def search_start(config: RunConfig, choices: DevChoices) -> np.ndarray:
@@ -126,7 +138,8 @@ def search_start(config: RunConfig, choices: DevChoices) -> np.ndarray:
 def head_rule(config: RunConfig, data: PreparedData) -> dict[str, Any]:
     """What a merged model's head depends on (part of the content key of its cached outputs)."""
     if config.merge.head == "refit":
-        return {"rule": "refit", "probe_c": config.merge.probe_c, "train": data.train.encoded.digest()}
+        refit = refit_set(config, data.train)
+        return {"rule": "refit", "probe_c": config.merge.probe_c, "train": refit.encoded.digest()}
     return {"rule": "average"}
 
 

@@ -11,7 +11,6 @@ registered, which mergekit needs to read dfwe's ``config.json``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence

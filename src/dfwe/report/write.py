@@ -90,7 +90,7 @@ def plot_trace(trace: list[float], best_so_far: list[float], objective: str, pat
 
 def plot_weights(weights: list[list[float]], ingredients: list[str], groups: list[str], path: Path) -> None:
     matrix = np.atleast_2d(np.array(weights))
-    fig = Figure(figsize=(1.6 + 1.3 * len(ingredients), 1.0 + 0.35 * len(groups)), layout="tight")
+    fig = Figure(figsize=(1.6 + 1.3 * len(ingredients), 2.2 + 0.35 * len(groups)), layout="tight")
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(ingredients)), ingredients, rotation=30, ha="right")

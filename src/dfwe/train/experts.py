@@ -45,6 +45,7 @@ def _expert_key(base: BaseModel, tasks: Mapping[str, TaskSplits], config: Expert
     parts = {"base": base.digest, "pooling": list(base.pooling), "seed": seed, "start": start.key if start else None,
              "recipe": config.train.model_dump(mode="json", exclude_defaults=True),
              "temperature": config.temperature if len(tasks) > 1 else None,
+             **({"steps": config.multitask_steps} if len(tasks) > 1 and config.multitask_steps else {}),
              "tasks": {name: {"shape": s.train.task.shape, "labels": list(s.train.task.labels),
                               "train": s.train.encoded.digest(), "dev": s.dev.encoded.digest()}
                        for name, s in tasks.items()}}
@@ -65,7 +66,8 @@ def train_expert(name: str, tasks: Mapping[str, TaskSplits], base: BaseModel, co
                                  body_from=start.folder if start else None).to(device)
         models[task].body = next(iter(models.values())).body  # one body for every task's head
     result = fine_tune(models, {t: s.train for t, s in tasks.items()}, {t: s.dev for t, s in tasks.items()},
-                       config.train, seed, config.temperature, desc=f"expert {name}")
+                       config.train, seed, config.temperature, desc=f"expert {name}",
+                       steps_per_epoch=config.multitask_steps if len(tasks) > 1 else None)
     first = next(iter(tasks))
     with atomic_dir(folder) as tmp:
         save_model(models[first].cpu(), base.tokenizer, tmp, tasks[first].prep, tasks[first].train.task,

@@ -127,10 +127,11 @@ def dev_scores(models: Mapping[str, DfwePreTrainedModel], dev: Mapping[str, Exam
 
 def fine_tune(models: Mapping[str, DfwePreTrainedModel], train: Mapping[str, ExampleSet],
               dev: Mapping[str, ExampleSet] | None, recipe: TrainConfig, seed: int, temperature: float = 1.0,
-              desc: str = "train") -> TrainResult:
+              desc: str = "train", steps_per_epoch: int | None = None) -> TrainResult:
     """Fine-tune ``models`` (one per task, sharing a body when several) in place on ``train``.
 
-    With ``recipe.select == 'best'`` the epoch whose mean dev score over tasks is best is kept.
+    With ``recipe.select == 'best'`` the epoch whose mean dev score over tasks is best is kept. An epoch is
+    ``steps_per_epoch`` steps (default: one pass over every task's rows).
     """
     device = next(next(iter(models.values())).parameters()).device
     rng = np.random.default_rng([seed, 0x7A1])
@@ -151,7 +152,7 @@ def fine_tune(models: Mapping[str, DfwePreTrainedModel], train: Mapping[str, Exa
     params = _unique_parameters(models)
     sizes = np.array([len(train[t].encoded) for t in tasks], dtype=float)
     draw = sizes ** (1.0 / temperature) / (sizes ** (1.0 / temperature)).sum()
-    steps_per_epoch = math.ceil(sizes.sum() / recipe.batch_size)
+    steps_per_epoch = steps_per_epoch or math.ceil(sizes.sum() / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
     optimizer = torch.optim.AdamW(_param_groups(params, recipe.weight_decay), lr=recipe.lr,
                                   fused=device.type == "cuda")  # one kernel per step on a GPU
