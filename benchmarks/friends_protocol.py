@@ -43,6 +43,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "experts from multitask (ratatouille)": {"experts.start": "multitask"},
     "granularity=layer, shrunk to global": {"search.granularity": "layer", "search.coarse_budget": 20,
                                             "search.penalty": "anchor", "search.penalty_strength": 1.0},
+    "init=uniform": {"search.init": "uniform"},
+    "init=uniform, penalty towards uniform 0.5": {"search.init": "uniform", "search.penalty": "uniform",
+                                                  "search.penalty_strength": 0.5},
+    "init=uniform, penalty towards uniform 2": {"search.init": "uniform", "search.penalty": "uniform",
+                                                "search.penalty_strength": 2.0},
+    "init=uniform, cross-fitting": {"search.init": "uniform", "search.crossfit": True},
+    "init=uniform, layer shrunk to global": {"search.init": "uniform", "search.granularity": "layer",
+                                             "search.coarse_budget": 20, "search.penalty": "anchor",
+                                             "search.penalty_strength": 1.0},
+    "init=uniform, layer shrunk to global, cross-fitting": {
+        "search.init": "uniform", "search.granularity": "layer", "search.coarse_budget": 20,
+        "search.penalty": "anchor", "search.penalty_strength": 1.0, "search.crossfit": True},
+    "init=uniform, layer shrunk to global 3": {"search.init": "uniform", "search.granularity": "layer",
+                                               "search.coarse_budget": 20, "search.penalty": "anchor",
+                                               "search.penalty_strength": 3.0},
+    "init=uniform, kind shrunk to global": {"search.init": "uniform", "search.granularity": "kind",
+                                            "search.coarse_budget": 20, "search.penalty": "anchor",
+                                            "search.penalty_strength": 1.0},
     "objective=loss": {"search.objective": "loss"},
     "objective=weighted_f1": {"search.objective": "weighted_f1"},
     "cross-fitting": {"search.crossfit": True},
@@ -91,6 +109,8 @@ def main() -> None:
                         help="held-out split scored (dev while choosing options)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="applies to every variant (e.g. a reduced CPU protocol)")
+    parser.add_argument("--cache", type=Path, help="experts, ingredients and outputs shared by every variant "
+                                                    "(default: OUT/cache)")
     parser.add_argument("--deadline", type=float, default=None, help="skip variants that start after this many s")
     args = parser.parse_args()
     common = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.set)}
@@ -106,7 +126,7 @@ def main() -> None:
             config = load_config(friends_config_path(), overrides)
             out = args.out / f"k{shots}" / variant.split(" (")[0].replace("=", "-").replace(" ", "-").replace(",", "")
             began = time.perf_counter()
-            results = run_bench(config, args.seeds, out, resume=True, cache=args.out / "cache")
+            results = run_bench(config, args.seeds, out, resume=True, cache=args.cache or args.out / "cache")
             entry = row(variant, results, results["task"]["metric"])
             entry.update(seconds=time.perf_counter() - began, overrides={**common, **VARIANTS[variant]})
             rows.setdefault(shots, []).append(entry)

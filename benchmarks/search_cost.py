@@ -31,18 +31,20 @@ WITHIN = 0.005  # half a point of weighted F1
 
 def demo_fold(work: Path) -> tuple[FoldSpec, object]:
     """The demo's fine-tuned ingredients and its dev set (the demo is run once if needed)."""
-    from dfwe.data.prepare import prepare_data
+    from dfwe.data.prepare import locate_suite, prepare_data
+    from dfwe.models import prepare_base
+    from dfwe.train.target import folder_name
 
     config = load_config(demo_config_path(), {"search.budget": 2, "eval.bootstrap": 0})
     if not (work / "results.json").is_file():
         run(config, work, overwrite=True)
-    data = prepare_data(config.data, config.model, config.seed, work / "work")
-    results = json.loads((work / "results.json").read_text())
-    ingredients = work / "work" / "ingredients"
-    folder = next(p for p in ingredients.iterdir() if (p / "base-init").is_dir())
-    names = results["ingredients"]
-    return FoldSpec(tuple(folder / n.replace(":", "_") for n in names), data.target_dev, base=folder / "base-init",
-                    device="cpu"), data
+    cache = work / "work"
+    suite = locate_suite(config.data, cache, config.seed)
+    base = prepare_base(config.model, suite, cache, config.seed, config.data.max_length_of(config.data.target))
+    data = prepare_data(config.data, suite, base.tokenizer, config.seed)
+    keys = json.loads((work / "results.json").read_text())["cache_keys"]["ingredients"]
+    folders = tuple(cache / "ingredients" / f"{folder_name(name)}-{key}" for name, key in keys.items())
+    return FoldSpec(folders, data.dev, device="cpu"), data
 
 
 def timed_search(spec: FoldSpec, settings: SearchConfig, seed: int) -> dict:
