@@ -297,6 +297,9 @@ class RunConfig(_Frozen):
 
     seed: int = 0
     device: str = "auto"
+    # CPU threads PyTorch uses during the run (None: its default, one per core). Float results depend on the
+    # count, so pinning it lets a run be reproduced bit for bit on a machine with another number of cores.
+    threads: int | None = Field(None, ge=1)
     data: DataConfig
     model: ModelConfig = ModelConfig()
     experts: ExpertsConfig = ExpertsConfig()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from safetensors import safe_open
@@ -82,6 +83,21 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BadInput(f"device: '{name}' requested but CUDA is not available (use auto or cpu)")
     return device
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with PyTorch on ``threads`` CPU threads (None: leave PyTorch's setting), restored after:
+    float results depend on the thread count, so a pinned count reproduces a run on another core count."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def minilm_path() -> Path:

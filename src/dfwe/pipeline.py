@@ -23,7 +23,7 @@ from dfwe.eval.baselines import DevChoices, choose_on_dev, uniform_weights
 from dfwe.eval.barriers import loss_barriers
 from dfwe.eval.scores import Merge, Scores, score_methods
 from dfwe.io import check_output_dir, claim_output_dir
-from dfwe.models import prepare_base, resolve_device
+from dfwe.models import prepare_base, resolve_device, torch_threads
 from dfwe.report.results import write_run_outputs
 from dfwe.search.objective import DevFold, FoldSpec
 from dfwe.search.run import SearchOutcome, search_stage
@@ -62,6 +62,11 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
 def run_pipeline(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool = False,
                  cache: Path | None = None) -> RunOutput:
     """:func:`run`, also returning the per-example statistics that a benchmark pools across seeds."""
+    with torch_threads(config.threads):
+        return _run_stages(config, out_dir, resume, overwrite, cache)
+
+
+def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool, cache: Path | None) -> RunOutput:
     check_output_dir(out_dir)
     cache = cache or out_dir / "work"
     timing = _Timer()

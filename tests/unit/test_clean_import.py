@@ -135,3 +135,20 @@ def test_cli_main_quiets_third_party_itself():
 
 def test_cli_main_does_not_go_offline():
     assert cli_probe()["offline"] is None
+
+
+def test_a_run_pins_torch_threads_only_while_it_runs():
+    import torch
+
+    from dfwe.models import torch_threads
+
+    before = torch.get_num_threads()
+    pinned = 1 if before != 1 else 2
+    with torch_threads(pinned):
+        assert torch.get_num_threads() == pinned
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(pinned):
+        raise RuntimeError("a failing stage")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
