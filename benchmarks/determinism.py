@@ -17,17 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-# Each setting is the environment of one run; the first is the reference.
-SETTINGS: dict[str, dict[str, str]] = {
-    "reference (2 threads, AVX-512 kernels)": {"OMP_NUM_THREADS": "2"},
-    "same again": {"OMP_NUM_THREADS": "2"},
-    "1 thread": {"OMP_NUM_THREADS": "1"},
-    "AVX2 kernels (ATEN_CPU_CAPABILITY=avx2)": {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "avx2"},
-    "MKL_CBWR=COMPATIBLE": {"OMP_NUM_THREADS": "2", "MKL_CBWR": "COMPATIBLE"},
-    "AVX2 kernels + MKL_CBWR=COMPATIBLE": {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "avx2",
-                                          "MKL_CBWR": "COMPATIBLE"},
-    "1 thread, AVX2 kernels + MKL_CBWR=COMPATIBLE": {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2",
-                                                    "MKL_CBWR": "COMPATIBLE"},
+# Each setting is the environment and the config overrides of one run; the first is the reference (the demo as
+# shipped: one PyTorch thread, this CPU's best kernels).
+SETTINGS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "reference (threads: 1, native kernels)": ({}, []),
+    "same again": ({}, []),
+    "threads: 2": ({}, ["threads=2"]),
+    "AVX2 kernels (ATEN_CPU_CAPABILITY=avx2)": ({"ATEN_CPU_CAPABILITY": "avx2"}, []),
+    "MKL_CBWR=COMPATIBLE": ({"MKL_CBWR": "COMPATIBLE"}, []),
+    "AVX2 kernels + MKL_CBWR=COMPATIBLE": ({"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}, []),
 }
 PINNED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR")
 
@@ -42,6 +40,18 @@ def demo(out: Path, env: dict[str, str], extra: list[str]) -> tuple[dict, float]
     results = json.loads((out / "results.json").read_text())
     results.pop("timing_seconds")
     return results, time.perf_counter() - began
+
+
+def machine() -> dict[str, str]:
+    """The CPU and the kernels PyTorch picks on it: what a reader compares against their own machine."""
+    import platform
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "torch": torch.__version__,
+            "kernels": torch.backends.cpu.get_cpu_capability()}
 
 
 def first_difference(a: object, b: object, path: str = "") -> str | None:
@@ -69,11 +79,11 @@ def main() -> None:
     args = parser.parse_args()
     extra = [item for pair in args.set for item in ("--set", pair)]
     rows, reference = [], None
-    for index, (name, env) in enumerate(SETTINGS.items()):
-        results, seconds = demo(args.out / f"run{index}", env, extra)
+    for index, (name, (env, overrides)) in enumerate(SETTINGS.items()):
+        results, seconds = demo(args.out / f"run{index}", env, extra + [f"--set={o}" for o in overrides])
         reference = reference or results
         dfwe_test = results["methods"]["dfwe"]["test"][results["task"]["metric"]]
-        rows.append({"setting": name, "env": env, "seconds": round(seconds, 1),
+        rows.append({"setting": name, "env": env, "overrides": overrides, "seconds": round(seconds, 1),
                      "identical_to_reference": json.dumps(results, sort_keys=True) == json.dumps(reference, sort_keys=True),
                      "first_difference": first_difference(reference, results), "dfwe_test": dfwe_test})
         print(f"{name:48s} identical={rows[-1]['identical_to_reference']!s:5s} dfwe test {dfwe_test:.4f} "
@@ -85,7 +95,7 @@ def main() -> None:
     print("\n".join(lines))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"command": " ".join(sys.argv), "machine": machine(), "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
