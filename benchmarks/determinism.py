@@ -30,16 +30,21 @@ SETTINGS: dict[str, tuple[dict[str, str], list[str]]] = {
 PINNED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR")
 
 
-def demo(out: Path, env: dict[str, str], extra: list[str]) -> tuple[dict, float]:
+def demo(out: Path, env: dict[str, str], extra: list[str], reuse: bool) -> tuple[dict, float | None]:
+    """The demo's results.json (timings and config aside) under ``env``, and its wall seconds (None: reused)."""
     clean = {k: v for k, v in os.environ.items() if k not in PINNED}
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "dfwe.cli", "demo", "--out", str(out), "--overwrite", *extra],
-                          capture_output=True, text=True, env={**clean, "DFWE_PROGRESS": "0", **env})
-    if done.returncode != 0:
-        raise SystemExit(done.stderr[-3000:])
+    ran = not (reuse and (out / "results.json").is_file())
+    if ran:
+        done = subprocess.run([sys.executable, "-m", "dfwe.cli", "demo", "--out", str(out), "--overwrite", *extra],
+                              capture_output=True, text=True, env={**clean, "DFWE_PROGRESS": "0", **env})
+        if done.returncode != 0:
+            raise SystemExit(done.stderr[-3000:])
+    seconds = time.perf_counter() - began if ran else None
     results = json.loads((out / "results.json").read_text())
     results.pop("timing_seconds")
-    return results, time.perf_counter() - began
+    results.pop("config")  # differs by the setting's own overrides
+    return results, seconds
 
 
 def machine() -> dict[str, str]:
@@ -76,22 +81,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--json", type=Path, help="write the table here too")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to dfwe demo")
+    parser.add_argument("--reuse", action="store_true", help="compare the runs already in OUT, run only missing ones")
     args = parser.parse_args()
     extra = [item for pair in args.set for item in ("--set", pair)]
     rows, reference = [], None
     for index, (name, (env, overrides)) in enumerate(SETTINGS.items()):
-        results, seconds = demo(args.out / f"run{index}", env, extra + [f"--set={o}" for o in overrides])
+        results, seconds = demo(args.out / f"run{index}", env, extra + [f"--set={o}" for o in overrides], args.reuse)
         reference = reference or results
         dfwe_test = results["methods"]["dfwe"]["test"][results["task"]["metric"]]
-        rows.append({"setting": name, "env": env, "overrides": overrides, "seconds": round(seconds, 1),
+        rows.append({"setting": name, "env": env, "overrides": overrides, "seconds": seconds and round(seconds, 1),
                      "identical_to_reference": json.dumps(results, sort_keys=True) == json.dumps(reference, sort_keys=True),
-                     "first_difference": first_difference(reference, results), "dfwe_test": dfwe_test})
+                     "first_difference": first_difference(reference, results), "dfwe_test": dfwe_test,
+                     # content keys of the experts: they hash the base's weights, pretrained in the run
+                     "experts_keys": results["cache_keys"]["experts"]})
         print(f"{name:48s} identical={rows[-1]['identical_to_reference']!s:5s} dfwe test {dfwe_test:.4f} "
-              f"({seconds:.0f}s) first difference: {rows[-1]['first_difference']}", flush=True)
+              f"({seconds or 0:.0f}s) first difference: {rows[-1]['first_difference']}", flush=True)
     lines = ["| setting | results.json identical to the reference | first difference | dfwe test | seconds |",
              "| --- | --- | --- | ---: | ---: |"]
     lines += [f"| {r['setting']} | {'yes' if r['identical_to_reference'] else 'no'} | {r['first_difference'] or '-'} | "
-              f"{r['dfwe_test']:.4f} | {r['seconds']:.0f} |" for r in rows]
+              f"{r['dfwe_test']:.4f} | {r['seconds'] or '-'} |" for r in rows]
     print("\n".join(lines))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
