@@ -35,7 +35,7 @@ def demo_fold(work: Path) -> tuple[FoldSpec, object]:
     from dfwe.models import prepare_base
     from dfwe.train.target import folder_name
 
-    config = load_config(demo_config_path(), {"search.budget": 2, "eval.bootstrap": 0})
+    config = load_config(demo_config_path(), {"search.budget": 2, "search.coarse_budget": 0, "eval.bootstrap": 0})
     if not (work / "results.json").is_file():
         run(config, work, overwrite=True)
     cache = work / "work"

@@ -25,6 +25,7 @@ from dfwe.errors import BadInput
 from dfwe.eval.stats import MetricStats, pooled_difference
 from dfwe.io import atomic_write_json, atomic_write_text, claim_output_dir
 from dfwe.pipeline import RunOutput, run_pipeline
+from dfwe.report.results import BEST_SINGLE, with_best_single
 from dfwe.report.write import barrier_table, metric_name
 from dfwe.shapes import get_shape
 from dfwe.train.target import BASE_FT
@@ -53,7 +54,9 @@ def pooled_paired(outputs: Sequence[RunOutput], resamples: int, seed: int) -> di
     """dfwe minus every other method, per seed and pooled over seeds (same test examples every seed)."""
     paired: dict[str, dict[str, dict]] = {}
     for split in ("test", "validation"):
-        stats: list[Mapping[str, MetricStats]] = [getattr(o.scores, f"{split}_stats") for o in outputs]
+        stats: list[Mapping[str, MetricStats]] = [
+            with_best_single(getattr(o.scores, f"{split}_stats"), o.results["methods"][BEST_SINGLE]["selected"])
+            for o in outputs]
         if not resamples or not all(stats):
             continue
         paired[split] = {other: pooled_difference([(s["dfwe"], s[other]) for s in stats], resamples, seed)
@@ -174,7 +177,7 @@ def transfer_deltas(outputs: Sequence[RunOutput], resamples: int, seed: int) -> 
     """Every method minus ``base-ft`` (FETA's transfer delta) on the headline metric: per seed, mean ± std, and a
     pooled paired interval over the shared test examples."""
     metric = outputs[0].results["task"]["metric"]
-    stats = [o.scores.test_stats for o in outputs]
+    stats = [with_best_single(o.scores.test_stats, o.results["methods"][BEST_SINGLE]["selected"]) for o in outputs]
     return {method: pooled_difference([(s[method], s[BASE_FT]) for s in stats], max(resamples, 1), seed)[metric]
             for method in stats[0] if method != BASE_FT}
 

@@ -267,7 +267,8 @@ class SearchConfig(_Frozen):
     @model_validator(mode="after")
     def _coarse_fits_budget(self) -> "SearchConfig":
         if self.coarse_budget and self.coarse_budget >= self.budget:
-            raise ValueError(f"coarse_budget ({self.coarse_budget}) must be below budget ({self.budget})")
+            raise ValueError(f"coarse_budget ({self.coarse_budget}) must be below budget ({self.budget}): raise "
+                             "search.budget or lower search.coarse_budget (0: no coarse stage)")
         return self
 
     def journal_fingerprint(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification
 REDUCED = ["--set", "data.synthetic.train_size=300", "--set", "data.synthetic.dev_size=60",
            "--set", "data.synthetic.test_size=120", "--set", "model.tiny.pretrain_steps=30",
            "--set", "experts.train.epochs=1", "--set", "target.train.epochs=3", "--set", "search.budget=6",
-           "--set", "eval.bootstrap=50"]
+           "--set", "search.coarse_budget=3", "--set", "eval.bootstrap=50"]
 METHODS = {"base-ft", "multitask-ft", "expert-ft:demo_sentiment", "expert-ft:demo_mood", "best-expert-ft",
            "uniform-soup", "greedy-soup", "logit-ensemble", "dfwe"}
 
@@ -41,6 +41,10 @@ def test_every_output_exists(demo_run):
     assert set(results["methods"]) == METHODS
     assert results["search"]["evaluations"] == 6
     assert results["config"]["search"]["budget"] == 6
+    # dfwe is compared pairwise with every method, the best single included (it is the ingredient chosen on dev)
+    assert set(results["paired"]["test"]) == METHODS - {"dfwe"}
+    selected = results["methods"]["best-expert-ft"]["selected"]
+    assert results["paired"]["test"]["best-expert-ft"] == results["paired"]["test"][selected]
     for method in METHODS:
         for split in ("dev", "test"):
             assert 0.0 <= results["methods"][method][split]["weighted_f1"] <= 1.0

@@ -11,7 +11,7 @@ from pathlib import Path
 REDUCED = ["--set", "data.synthetic.train_size=300", "--set", "data.synthetic.dev_size=40",
            "--set", "data.synthetic.test_size=60", "--set", "model.tiny.pretrain_steps=20",
            "--set", "experts.train.epochs=1", "--set", "target.train.epochs=2", "--set", "search.budget=5",
-           "--set", "eval.bootstrap=30"]
+           "--set", "search.coarse_budget=2", "--set", "eval.bootstrap=30"]
 
 
 def _demo(out: Path) -> dict:

@@ -65,8 +65,9 @@ def test_every_target_and_the_average_are_reported(suite_run):
                 "dfwe"} <= set(methods)
         assert set(target["seeds"]["0"]["ingredients"]) == {"base-ft", "multitask-ft",
                                                              *(f"expert-ft:{s}" for s in results["targets"] if s != name)}
-        delta = target["transfer"]["dfwe"]
-        assert delta["per_seed"][0] == pytest.approx(methods["dfwe"]["test"][metric] - methods["base-ft"]["test"][metric])
+        for method in ("dfwe", "best-expert-ft"):
+            delta = target["transfer"][method]
+            assert delta["per_seed"][0] == pytest.approx(methods[method]["test"][metric] - methods["base-ft"]["test"][metric])
     for method, entry in results["average"].items():
         scores = [t["seeds"]["0"]["methods"][method]["test"][t["task"]["metric"]] for t in results["targets"].values()]
         assert entry["score"]["mean"] == pytest.approx(sum(scores) / 4)

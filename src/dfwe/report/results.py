@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from dfwe.config import RunConfig, config_to_dict
 from dfwe.data.prepare import PreparedData
 from dfwe.eval.baselines import DevChoices
 from dfwe.eval.scores import Scores, paired_against
+from dfwe.eval.stats import MetricStats
 from dfwe.io import atomic_write_json
 from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
 from dfwe.report.write import write_report
@@ -45,6 +46,12 @@ def describe_methods(config: RunConfig, ingredients: Ingredients, fold: DevFold,
     return methods
 
 
+def with_best_single(stats: Mapping[str, MetricStats], best: str) -> dict[str, MetricStats]:
+    """Per-example statistics with ``best-expert-ft`` added as the ingredient chosen on dev, so that it is
+    compared pairwise like every other method (which ingredient it is may change from seed to seed)."""
+    return {**stats, BEST_SINGLE: stats[best]} if stats else {}
+
+
 def write_run_outputs(out_dir: Path, config: RunConfig, data: PreparedData, tokenizer: Any,
                       experts: dict[str, Expert], ingredients: Ingredients, fold: DevFold, choices: DevChoices,
                       search: SearchOutcome, scores: Scores, barriers: list[dict], timing: dict[str, float],
@@ -59,7 +66,8 @@ def write_run_outputs(out_dir: Path, config: RunConfig, data: PreparedData, toke
     write_mergekit_yaml(out_dir / "mergekit.yaml",
                         mergekit_config(fold.space, search.weights, ingredients.folders, search.space.method, base,
                                         relative_to=out_dir, head_from=head_from))
-    paired = {split: paired_against(stats, "dfwe", config.eval.bootstrap, config.seed)
+    best = ingredients.names[choices.best]
+    paired = {split: paired_against(with_best_single(stats, best), "dfwe", config.eval.bootstrap, config.seed)
               for split, stats in (("test", scores.test_stats), ("validation", scores.validation_stats)) if stats}
     results: dict[str, Any] = {
         "config": config_to_dict(config),
