@@ -83,6 +83,16 @@ def make_output_dir(out: Path) -> None:
         raise BadInput(f"--out {out}: cannot create it ({error.strerror or error}); choose another --out") from None
 
 
+def config_differences(saved: Any, config: Any, prefix: str = "") -> list[str]:
+    """The dotted keys where two configs differ. A key one of them lacks counts as None, so a run saved before
+    a setting existed resumes when the setting is left unset."""
+    if isinstance(saved, dict) or isinstance(config, dict):
+        saved, config = saved if isinstance(saved, dict) else {}, config if isinstance(config, dict) else {}
+        return [key for name in sorted(set(saved) | set(config), key=str)
+                for key in config_differences(saved.get(name), config.get(name), f"{prefix}{name}.")]
+    return [] if saved == config else [prefix.rstrip(".") or "(config)"]
+
+
 def claim_output_dir(out: Path, config: dict[str, Any] | None, resume: bool, overwrite: bool) -> None:
     """Make ``out`` ready for a run with ``config``, refusing to clobber an earlier run.
 
@@ -100,10 +110,8 @@ def claim_output_dir(out: Path, config: dict[str, Any] | None, resume: bool, ove
         marker = out / RUN_MARKER
         if not marker.is_file():
             raise BadInput(f"--out {out}: holds files but no {RUN_MARKER}, so there is no run to resume")
-        saved = yaml.safe_load(marker.read_text())
-        if saved != config:
-            differs = sorted(k for k in set(saved or {}) | set(config or {})
-                             if (saved or {}).get(k) != (config or {}).get(k))
+        differs = config_differences(yaml.safe_load(marker.read_text()), config)
+        if differs:
             raise BadInput(f"--resume: {marker} was written with a different config (differs in {', '.join(differs)}); "
                            "resume with the same config, or use another --out")
     elif occupied and overwrite:

@@ -126,3 +126,14 @@ def test_dev_label_outside_task_json_labels_names_file_and_line(tmp_path):
     folder = _task_with_spec(tmp_path / "t", {"type": "classification", "labels": ["a", "b"]}, rows)
     with pytest.raises(BadInput, match=r"dev\.jsonl:3: label 'c' is not one of the task's labels \(a, b\)"):
         load_task(folder)
+
+
+def test_resume_compares_configs_key_by_key_with_missing_keys_as_unset():
+    from dfwe.io import config_differences
+
+    saved = {"seed": 0, "search": {"budget": 60, "init": "uniform"}}
+    # a setting added since the run was saved, left unset, does not block resuming it
+    assert config_differences(saved, {**saved, "threads": None, "search": {**saved["search"], "crossfit": None}}) == []
+    assert config_differences(saved, {**saved, "threads": 2}) == ["threads"]
+    assert config_differences(saved, {"seed": 1, "search": {"budget": 60, "init": "greedy"}}) == ["search.init", "seed"]
+    assert config_differences(saved, {"seed": 0}) == ["search.budget", "search.init"]
