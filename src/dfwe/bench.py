@@ -50,13 +50,17 @@ def summarise(per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def compared_stats(output: RunOutput, split: str) -> dict[str, MetricStats]:
+    """A run's per-example statistics on ``split`` for every method, ``best-expert-ft`` included."""
+    stats = getattr(output.scores, f"{split}_stats")
+    return with_best_single(stats, output.results["methods"][BEST_SINGLE]["selected"])
+
+
 def pooled_paired(outputs: Sequence[RunOutput], resamples: int, seed: int) -> dict[str, dict[str, dict]]:
     """dfwe minus every other method, per seed and pooled over seeds (same test examples every seed)."""
     paired: dict[str, dict[str, dict]] = {}
     for split in ("test", "validation"):
-        stats: list[Mapping[str, MetricStats]] = [
-            with_best_single(getattr(o.scores, f"{split}_stats"), o.results["methods"][BEST_SINGLE]["selected"])
-            for o in outputs]
+        stats = [compared_stats(o, split) for o in outputs]
         if not resamples or not all(stats):
             continue
         paired[split] = {other: pooled_difference([(s["dfwe"], s[other]) for s in stats], resamples, seed)
@@ -177,7 +181,7 @@ def transfer_deltas(outputs: Sequence[RunOutput], resamples: int, seed: int) -> 
     """Every method minus ``base-ft`` (FETA's transfer delta) on the headline metric: per seed, mean ± std, and a
     pooled paired interval over the shared test examples."""
     metric = outputs[0].results["task"]["metric"]
-    stats = [with_best_single(o.scores.test_stats, o.results["methods"][BEST_SINGLE]["selected"]) for o in outputs]
+    stats = [compared_stats(o, "test") for o in outputs]
     return {method: pooled_difference([(s[method], s[BASE_FT]) for s in stats], max(resamples, 1), seed)[metric]
             for method in stats[0] if method != BASE_FT}
 
