@@ -27,43 +27,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from dfwe.bench import run_bench  # noqa: E402
 from dfwe.config import friends_config_path, load_config  # noqa: E402
 
-# Each variant changes the default (configs/friends.yaml) in one respect.
+# Each variant changes the default (configs/friends.yaml) in one respect: the ablation of docs/results.md.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "previous recipe (own LP-FT heads, lr 1e-5 x 5, heads averaged)": {
-        "target.head": "own", "target.train.lr": 1e-5, "target.train.epochs": 5, "target.train.select": "last",
-        "target.train.freeze_head": False, "merge.head": "average"},
-    "previous recipe, merge head=refit": {
-        "target.head": "own", "target.train.lr": 1e-5, "target.train.epochs": 5, "target.train.select": "last",
-        "target.train.freeze_head": False},
-    "head=own (LP-FT probe per ingredient)": {"target.head": "own", "target.train.freeze_head": False},
+    # head scheme
     "merge head=average": {"merge.head": "average"},
-    "head not frozen": {"target.train.freeze_head": False},
+    "head=shared (one frozen probe fitted on the base)": {"target.head": "shared", "target.train.freeze_head": True},
+    # pooler and experts: these retrain every expert (or the two single ones) and their fine-tunes
     "pooling=cls": {"model.pooling": "cls"},
     "experts from multitask (ratatouille)": {"experts.start": "multitask"},
-    "granularity=layer, shrunk to global": {"search.granularity": "layer", "search.coarse_budget": 20,
-                                            "search.penalty": "anchor", "search.penalty_strength": 1.0},
-    "init=uniform": {"search.init": "uniform"},
-    "init=uniform, penalty towards uniform 0.5": {"search.init": "uniform", "search.penalty": "uniform",
-                                                  "search.penalty_strength": 0.5},
-    "init=uniform, penalty towards uniform 2": {"search.init": "uniform", "search.penalty": "uniform",
-                                                "search.penalty_strength": 2.0},
-    "init=uniform, cross-fitting": {"search.init": "uniform", "search.crossfit": True},
-    "init=uniform, layer shrunk to global": {"search.init": "uniform", "search.granularity": "layer",
-                                             "search.coarse_budget": 20, "search.penalty": "anchor",
-                                             "search.penalty_strength": 1.0},
-    "init=uniform, layer shrunk to global, cross-fitting": {
-        "search.init": "uniform", "search.granularity": "layer", "search.coarse_budget": 20,
-        "search.penalty": "anchor", "search.penalty_strength": 1.0, "search.crossfit": True},
-    "init=uniform, layer shrunk to global 3": {"search.init": "uniform", "search.granularity": "layer",
-                                               "search.coarse_budget": 20, "search.penalty": "anchor",
-                                               "search.penalty_strength": 3.0},
-    "init=uniform, kind shrunk to global": {"search.init": "uniform", "search.granularity": "kind",
-                                            "search.coarse_budget": 20, "search.penalty": "anchor",
-                                            "search.penalty_strength": 1.0},
+    # search space and start
+    "granularity=model (one weight per ingredient)": {"search.granularity": "model", "search.coarse_budget": 0,
+                                                      "search.penalty": "none"},
+    "granularity=kind": {"search.granularity": "kind"},
+    "init=greedy": {"search.init": "greedy"},
+    "cross-fitting": {"search.crossfit": True},
+    # objective
     "objective=loss": {"search.objective": "loss"},
     "objective=weighted_f1": {"search.objective": "weighted_f1"},
-    "cross-fitting": {"search.crossfit": True},
 }
 BASELINES = ("multitask-ft", "best-expert-ft", "greedy-soup", "logit-ensemble")
 SHOWN = ("base-ft", "uniform-soup", *BASELINES)
@@ -85,16 +66,29 @@ def row(variant: str, results: dict, metric: str) -> dict[str, Any]:
     versus = paired.get(strongest, {}).get(metric, {})
     return {"variant": variant, "dfwe": cell(summary, "dfwe", metric), "strongest": strongest,
             "minus_strongest": versus.get("mean"), "ci": versus.get("ci"), "verdict": versus.get("verdict"),
-            "max_weight": mix(results), **{m: cell(summary, m, metric) for m in SHOWN}}
+            "max_weight": mix(results), **{m: cell(summary, m, metric) for m in SHOWN},
+            # per seed, so that a variant can be set against the default seed by seed
+            "dfwe_per_seed": {s: r["methods"]["dfwe"]["test"][metric] for s, r in results["seeds"].items()}}
+
+
+def versus_default(r: dict[str, Any], default: dict[str, Any] | None) -> str:
+    """dfwe of this variant minus dfwe of the default, mean ± std over the seeds both ran."""
+    if default is None or r is default or "dfwe_per_seed" not in default:
+        return "-"
+    seeds = sorted(set(r.get("dfwe_per_seed", {})) & set(default["dfwe_per_seed"]))
+    diffs = [r["dfwe_per_seed"][s] - default["dfwe_per_seed"][s] for s in seeds]
+    return f"{np.mean(diffs):+.3f} ± {np.std(diffs):.3f}" if diffs else "-"
 
 
 def table(rows: list[dict[str, Any]], split: str) -> str:
-    lines = [f"| variant | dfwe {split} | strongest baseline | dfwe − strongest (pooled paired 95% CI) | verdict | "
-             "mean max weight | " + " | ".join(SHOWN) + " |", "| --- " * (6 + len(SHOWN)) + "|"]
+    default = next((r for r in rows if r["variant"] == "default"), None)
+    lines = [f"| variant | dfwe {split} | dfwe − default dfwe (per seed) | strongest baseline | "
+             "dfwe − strongest (pooled paired 95% CI) | verdict | mean max weight | " + " | ".join(SHOWN) + " |",
+             "| --- " * (7 + len(SHOWN)) + "|"]
     for r in rows:
         diff = f"{r['minus_strongest']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else "-"
-        lines.append(f"| {r['variant']} | {r['dfwe']} | {r['strongest']} | {diff} | {r['verdict']} | "
-                     f"{r['max_weight']:.2f} | " + " | ".join(r[m] for m in SHOWN) + " |")
+        lines.append(f"| {r['variant']} | {r['dfwe']} | {versus_default(r, default)} | {r['strongest']} | {diff} | "
+                     f"{r['verdict']} | {r['max_weight']:.2f} | " + " | ".join(r[m] for m in SHOWN) + " |")
     return "\n".join(lines)
 
 
@@ -115,7 +109,9 @@ def main() -> None:
     args = parser.parse_args()
     common = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.set)}
     start = time.perf_counter()
-    rows: dict[int, list[dict[str, Any]]] = {}
+    # rows of earlier invocations stay: variants run in separate invocations (and sessions) build one table
+    protocol_json = args.out / "protocol.json"
+    rows: dict[str, list[dict[str, Any]]] = json.loads(protocol_json.read_text()) if protocol_json.is_file() else {}
     for shots in args.shots:
         for variant in args.variants:
             if args.deadline and time.perf_counter() - start > args.deadline:
@@ -129,11 +125,12 @@ def main() -> None:
             results = run_bench(config, args.seeds, out, resume=True, cache=args.cache or args.out / "cache")
             entry = row(variant, results, results["task"]["metric"])
             entry.update(seconds=time.perf_counter() - began, overrides={**common, **VARIANTS[variant]})
-            rows.setdefault(shots, []).append(entry)
+            kept = [r for r in rows.get(str(shots), []) if r["variant"] != variant]
+            rows[str(shots)] = [*kept, entry]
             print(f"k={shots:2d} {variant:40s} dfwe {entry['dfwe']}  vs {entry['strongest']} "
                   f"{entry['minus_strongest']:+.3f} {entry['verdict']}  max weight {entry['max_weight']:.2f} "
                   f"({entry['seconds']:.0f}s)", flush=True)
-            (args.out / "protocol.json").write_text(json.dumps(rows, indent=2))
+            protocol_json.write_text(json.dumps(rows, indent=2))
     lines = []
     for shots, entries in rows.items():
         lines += [f"### k = {shots} ({args.split} split)", "", table(entries, args.split), ""]
