@@ -50,8 +50,10 @@ BASELINES = ("multitask-ft", "best-expert-ft", "greedy-soup", "logit-ensemble")
 SHOWN = ("base-ft", "uniform-soup", *BASELINES)
 
 
-def cell(summary: dict, method: str, metric: str) -> str:
-    value = summary[method]["test"][metric]
+def cell(summary: dict, method: str, metric: str, split: str = "test") -> str:
+    if split not in summary[method]:
+        return "-"
+    value = summary[method][split][metric]
     return f"{value['mean']:.3f} ± {value['std']:.3f}"
 
 
@@ -64,7 +66,8 @@ def row(variant: str, results: dict, metric: str) -> dict[str, Any]:
     summary, paired = results["summary"], results["paired"].get("test", {})
     strongest = max(BASELINES, key=lambda b: summary[b]["test"][metric]["mean"])
     versus = paired.get(strongest, {}).get(metric, {})
-    return {"variant": variant, "dfwe": cell(summary, "dfwe", metric), "strongest": strongest,
+    return {"variant": variant, "dfwe": cell(summary, "dfwe", metric),
+            "dfwe_validation": cell(summary, "dfwe", metric, "validation"), "strongest": strongest,
             "minus_strongest": versus.get("mean"), "ci": versus.get("ci"), "verdict": versus.get("verdict"),
             "max_weight": mix(results), **{m: cell(summary, m, metric) for m in SHOWN},
             # per seed, so that a variant can be set against the default seed by seed
@@ -72,22 +75,26 @@ def row(variant: str, results: dict, metric: str) -> dict[str, Any]:
 
 
 def versus_default(r: dict[str, Any], default: dict[str, Any] | None) -> str:
-    """dfwe of this variant minus dfwe of the default, mean ± std over the seeds both ran."""
+    """dfwe of this variant minus dfwe of the default, mean ± sample std over the seeds both ran."""
     if default is None or r is default or "dfwe_per_seed" not in default:
         return "-"
     seeds = sorted(set(r.get("dfwe_per_seed", {})) & set(default["dfwe_per_seed"]))
     diffs = [r["dfwe_per_seed"][s] - default["dfwe_per_seed"][s] for s in seeds]
-    return f"{np.mean(diffs):+.3f} ± {np.std(diffs):.3f}" if diffs else "-"
+    if not diffs:
+        return "-"
+    spread = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
+    return f"{np.mean(diffs):+.3f} ± {spread:.3f}"
 
 
 def table(rows: list[dict[str, Any]], split: str) -> str:
     default = next((r for r in rows if r["variant"] == "default"), None)
-    lines = [f"| variant | dfwe {split} | dfwe − default dfwe (per seed) | strongest baseline | "
+    lines = [f"| variant | dfwe {split} | dfwe − default dfwe (per seed) | dfwe validation | strongest baseline | "
              "dfwe − strongest (pooled paired 95% CI) | verdict | mean max weight | " + " | ".join(SHOWN) + " |",
-             "| --- " * (7 + len(SHOWN)) + "|"]
+             "| --- " * (8 + len(SHOWN)) + "|"]
     for r in rows:
         diff = f"{r['minus_strongest']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else "-"
-        lines.append(f"| {r['variant']} | {r['dfwe']} | {versus_default(r, default)} | {r['strongest']} | {diff} | "
+        lines.append(f"| {r['variant']} | {r['dfwe']} | {versus_default(r, default)} | "
+                     f"{r.get('dfwe_validation', '-')} | {r['strongest']} | {diff} | "
                      f"{r['verdict']} | {r['max_weight']:.2f} | " + " | ".join(r[m] for m in SHOWN) + " |")
     return "\n".join(lines)
 
