@@ -81,9 +81,9 @@ def main() -> None:
     print("\n| configuration | dfwe validation wF1, mean over seeds | seeds where dfwe loses to a baseline |\n"
           "| --- | --- | --- |")
     for variant, entry in table.items():
-        rows = entry["seeds"].values()
+        mean_dfwe = np.mean([r["dfwe"] for r in entry["seeds"].values()])
         losing = [f"{s} ({', '.join(r['loses_to'])})" for s, r in entry["seeds"].items() if r["loses_to"]]
-        print(f"| {variant} | {np.mean([r['dfwe'] for r in rows]):.3f} | {'; '.join(losing) or 'none'} |")
+        print(f"| {variant} | {mean_dfwe:.3f} | {'; '.join(losing) or 'none'} |")
 
 
 if __name__ == "__main__":
