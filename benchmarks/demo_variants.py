@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from dfwe.bench import run_bench  # noqa: E402
+from dfwe.cli import parse_overrides  # noqa: E402
 from dfwe.config import demo_config_path, load_config  # noqa: E402
 
 # Configurations compared, each as overrides of the shipped demo config. "earlier" is the config shipped before
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applies to every variant")
     parser.add_argument("--json", type=Path, help="default: OUT/variants.json")
     args = parser.parse_args()
-    common = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.set)}
+    common = parse_overrides(args.set)
     json_path = args.json or args.out / "variants.json"
     table: dict[str, Any] = json.loads(json_path.read_text()) if json_path.is_file() else {}
     for variant in args.variants:

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from dfwe.bench import run_bench  # noqa: E402
+from dfwe.cli import parse_overrides  # noqa: E402
 from dfwe.config import friends_config_path, load_config  # noqa: E402
 
 # Each variant changes the default (configs/friends.yaml) in one respect: the ablation of docs/results.md.
@@ -114,7 +114,7 @@ def main() -> None:
                                                     "(default: OUT/cache)")
     parser.add_argument("--deadline", type=float, default=None, help="skip variants that start after this many s")
     args = parser.parse_args()
-    common = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.set)}
+    common = parse_overrides(args.set)
     start = time.perf_counter()
     # rows of earlier invocations stay: variants run in separate invocations (and sessions) build one table
     protocol_json = args.out / "protocol.json"

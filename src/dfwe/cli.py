@@ -55,7 +55,8 @@ def _quiet_third_party() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["search.budget=20", ...]`` (``--set`` values) as dotted-key overrides with YAML-typed values."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -75,7 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from dfwe.config import demo_config_path, load_config
     from dfwe.pipeline import run
 
-    config = load_config(demo_config_path(), _overrides(args.set))
+    config = load_config(demo_config_path(), parse_overrides(args.set))
     results = run(config, args.out, resume=args.resume, overwrite=args.overwrite)
     _print_table(results)
     print(f"\nresults, report and merged model in {args.out}/")
@@ -85,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from dfwe.config import load_config
     from dfwe.pipeline import run
 
-    overrides = _overrides(args.set)
+    overrides = parse_overrides(args.set)
     if args.data_dir is not None:
         overrides["data.data_dir"] = str(args.data_dir)
     config = load_config(args.config, overrides)
@@ -99,14 +100,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from dfwe.config import feta_config_path, friends_config_path, load_config
 
     if args.suite is not None:  # every task of the suite as the target in turn
-        config = load_config(args.config or feta_config_path(), _overrides(args.set))
+        config = load_config(args.config or feta_config_path(), parse_overrides(args.set))
         results = run_suite(config, args.suite, list(args.seeds), args.out, targets=args.targets,
                             sources=args.sources, resume=args.resume, overwrite=args.overwrite, cache=args.cache)
         print((args.out / "report.md").read_text())
         return
     if args.targets:
         raise BadInput("--targets needs --suite (a single benchmark takes --target)")
-    overrides = {**_overrides(args.set), "data.data_dir": str(args.data_dir or DEFAULT_FRIENDS),
+    overrides = {**parse_overrides(args.set), "data.data_dir": str(args.data_dir or DEFAULT_FRIENDS),
                  "data.target": args.target or "meld_emotion",
                  "data.sources": list(args.sources or ["meld_sentiment", "emorynlp_emotion"])}
     if args.shots is not None:
