@@ -36,6 +36,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # pooler and experts: these retrain every expert (or the two single ones) and their fine-tunes
     "pooling=cls": {"model.pooling": "cls"},
     "experts from multitask (ratatouille)": {"experts.start": "multitask"},
+    "experts epochs=1 (gentler sources)": {"experts.train.epochs": 1},
     # search space and start
     "granularity=model (one weight per ingredient)": {"search.granularity": "model", "search.coarse_budget": 0,
                                                       "search.penalty": "none"},
