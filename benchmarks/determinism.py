@@ -22,7 +22,7 @@ from pathlib import Path
 SETTINGS: dict[str, tuple[dict[str, str], list[str]]] = {
     "reference (threads: 1, native kernels)": ({}, []),
     "same again": ({}, []),
-    "threads: 2": ({}, ["threads=2"]),
+    "threads: 2": ({}, ["runtime.threads=2"]),
     "AVX2 kernels (ATEN_CPU_CAPABILITY=avx2)": ({"ATEN_CPU_CAPABILITY": "avx2"}, []),
     "MKL_CBWR=COMPATIBLE": ({"MKL_CBWR": "COMPATIBLE"}, []),
     "AVX2 kernels + MKL_CBWR=COMPATIBLE": ({"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}, []),

@@ -33,11 +33,11 @@ PY
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 benchmarks/merge_speed.py --device cuda --n 2 4 8 16 --out "$OUT/merge_speed_cuda.json" | tee "$OUT/merge_speed_cuda.txt"
 python3 benchmarks/friends_protocol.py --data-dir "$work/friends" --out "$work/protocol" --cache "$work/cache" \
-    --set model.base="$work/minilm" --set device=cuda --deadline 300 | tee "$OUT/protocol.txt"
+    --set model.base="$work/minilm" --set runtime.device=cuda --deadline 300 | tee "$OUT/protocol.txt"
 cp "$work/protocol/protocol.json" "$work/protocol/protocol.md" "$OUT/"
 for k in 8 32; do
     [ -f "$work/protocol/k$k/default/results.json" ] && cp "$work/protocol/k$k/default/results.json" "$OUT/friends_k$k.json"
 done
 timeout 200 python3 -m dfwe.cli bench --suite "$work/feta_friends" --seeds 0 --out "$work/feta" --cache "$work/cache" \
-    --set model.base="$work/minilm" --set device=cuda | tee "$OUT/feta.txt" || true
+    --set model.base="$work/minilm" --set runtime.device=cuda | tee "$OUT/feta.txt" || true
 [ -f "$work/feta/results.json" ] && cp "$work/feta/results.json" "$OUT/feta_friends.json"

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dfwe.config import SearchConfig, demo_config_path, load_config  # noqa: E402
+from dfwe.config import demo_config_path, load_config  # noqa: E402
+from dfwe.merge.fold import FoldSpec  # noqa: E402
 from dfwe.pipeline import run  # noqa: E402
-from dfwe.search.objective import FoldSpec  # noqa: E402
-from dfwe.search.run import search_weights  # noqa: E402
+from dfwe.runtime import RuntimeOptions  # noqa: E402
+from dfwe.search.run import SearchConfig, search_weights  # noqa: E402
 
 BACKENDS = ("cma", "ngopt", "optuna-tpe", "optuna-cma", "nelder-mead", "random")
 BUDGETS = (20, 50, 100)
@@ -32,7 +33,7 @@ WITHIN = 0.005  # half a point of weighted F1
 def demo_fold(work: Path) -> tuple[FoldSpec, object]:
     """The demo's fine-tuned ingredients and its dev set (the demo is run once if needed)."""
     from dfwe.data.prepare import locate_suite, prepare_data
-    from dfwe.models import prepare_base
+    from dfwe.train.base import prepare_base
     from dfwe.train.target import folder_name
 
     config = load_config(demo_config_path(), {"search.budget": 2, "search.coarse_budget": 0, "eval.bootstrap": 0})
@@ -47,10 +48,10 @@ def demo_fold(work: Path) -> tuple[FoldSpec, object]:
     return FoldSpec(folders, data.dev, device="cpu"), data
 
 
-def timed_search(spec: FoldSpec, settings: SearchConfig, seed: int) -> dict:
+def timed_search(spec: FoldSpec, settings: SearchConfig, seed: int, workers: int = 1) -> dict:
     fold = spec.build()
     start = time.perf_counter()
-    _, result = search_weights([fold], settings, seed, specs=[spec])
+    _, result = search_weights([fold], settings, seed, specs=[spec], runtime=RuntimeOptions(workers=workers))
     seconds = time.perf_counter() - start
     scores = [-r.objective for r in result.full]  # objective = -weighted F1
     return {"seconds": seconds, "scores": scores, "best": max(scores),
@@ -106,9 +107,10 @@ def main() -> None:
 
     # serial against two Ray workers, and full fidelity against successive halving, same seed and batch
     parallel = {}
-    for label, extra in (("serial, batch 2", dict(batch=2, workers=1)), ("Ray, 2 workers", dict(batch=2, workers=2)),
-                         ("full fidelity, batch 9", dict(batch=9)), ("halving 1/3, batch 9", dict(batch=9, halving=True))):
-        parallel[label] = timed_search(spec, SearchConfig(**base, optimizer="cma", budget=100, **extra), 0)
+    for label, extra, workers in (("serial, batch 2", dict(batch=2), 1), ("Ray, 2 workers", dict(batch=2), 2),
+                                  ("full fidelity, batch 9", dict(batch=9), 1),
+                                  ("halving 1/3, batch 9", dict(batch=9, halving=True), 1)):
+        parallel[label] = timed_search(spec, SearchConfig(**base, optimizer="cma", budget=100, **extra), 0, workers)
     table += ["", "| cma, budget 100 | wall seconds | full evaluations | best dev wF1 | best weights same as full/serial |",
               "| --- " * 5 + "|"]
     for label, entry in parallel.items():

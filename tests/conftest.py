@@ -44,7 +44,7 @@ LABELS = ("neg", "neu", "pos")
 
 def small_task_spec(path: Path = Path("small")):
     """The three-label classification task that ``perturbed_copies`` models are trained for."""
-    from dfwe.data.tasks import Task
+    from dfwe.data.records import Task
 
     return Task(name="small", path=path, shape="classification", labels=LABELS, metric="weighted_f1", splits={})
 
@@ -52,7 +52,7 @@ def small_task_spec(path: Path = Path("small")):
 @pytest.fixture
 def tiny_base(tmp_path: Path) -> Path:
     """A tiny randomly initialised BERT encoder folder with a word-level tokenizer (mean pooling)."""
-    from dfwe.models import build_tiny_base
+    from dfwe.train.base import build_tiny_base
 
     return build_tiny_base(tmp_path / "tiny-base", WORDS + ["ross", "rachel", "hi", ":"], hidden_size=16,
                            num_layers=2, num_heads=2, intermediate_size=32, seed=0)
@@ -60,7 +60,7 @@ def tiny_base(tmp_path: Path) -> Path:
 
 def tiny_model(base: Path, seed: int = 0, labels: tuple[str, ...] = LABELS):
     """A dfwe classifier on ``base`` with a seeded head."""
-    from dfwe.models import new_model, resolve_pooling
+    from dfwe.checkpoints import new_model, resolve_pooling
 
     torch.manual_seed(seed)
     return new_model(base, "classification", labels, resolve_pooling(base))
@@ -68,8 +68,8 @@ def tiny_model(base: Path, seed: int = 0, labels: tuple[str, ...] = LABELS):
 
 def perturbed_copies(base: Path, out: Path, count: int, scale: float = 0.05) -> list[Path]:
     """``count`` dfwe classifier folders on ``base`` with seeded random perturbations of every weight."""
-    from dfwe.models import load_tokenizer, save_model
-    from dfwe.shapes import Preprocessing
+    from dfwe.checkpoints import load_tokenizer, save_model
+    from dfwe.data.encode import Preprocessing
 
     folders = []
     for i in range(count):

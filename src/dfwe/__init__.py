@@ -23,20 +23,21 @@ __version__ = "0.2.0"
 _PUBLIC = {
     "BadInput": "dfwe.errors",
     "RunConfig": "dfwe.config",
-    "SearchConfig": "dfwe.config",
-    "TrainConfig": "dfwe.config",
+    "RuntimeOptions": "dfwe.runtime",
+    "SearchConfig": "dfwe.search.run",
+    "TrainConfig": "dfwe.train.loop",
     "demo_config_path": "dfwe.config",
     "feta_config_path": "dfwe.config",
     "friends_config_path": "dfwe.config",
     "load_config": "dfwe.config",
     "WeightSpace": "dfwe.merge.space",
-    "evaluate_model": "dfwe.eval.evaluate",
-    "merge_checkpoints": "dfwe.merge.apply",
+    "evaluate_model": "dfwe.commands.evaluate",
+    "merge_checkpoints": "dfwe.commands.merge",
     "register_auto_classes": "dfwe.modeling",
     "run": "dfwe.pipeline",
     "run_bench": "dfwe.bench",
     "run_suite": "dfwe.bench",
-    "search_checkpoints": "dfwe.search.standalone",
+    "search_checkpoints": "dfwe.commands.search",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -1,4 +1,4 @@
-"""Content keys for cached artefacts (experts, target fine-tunes, logits).
+"""Content keys for cached artefacts (experts, target fine-tunes, logits), and the cache of model outputs.
 
 An artefact is stored under a key that hashes *what it was computed from*: the digests of the example sets
 it read (token ids and targets, so an edited label or text, another tokenizer or max length all change it),
@@ -14,9 +14,14 @@ inputs (a changed training loop, a new head scheme), so stale artefacts are neve
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
+
+from dfwe.io import atomic_write_bytes
 
 CODE_VERSIONS = {"suite": 1, "tiny-base": 1, "expert": 1, "ingredient": 1, "logits": 1}
 KEY_FILE = "dfwe-key.json"
@@ -32,3 +37,19 @@ def write_key(folder: Path, kind: str, key: str, **parts: Any) -> None:
     """Record, inside a cached artefact's folder, the key and what went into it (for people, not for lookup)."""
     (folder / KEY_FILE).write_text(json.dumps({"kind": kind, "key": key, "code_version": CODE_VERSIONS[kind],
                                                **parts}, indent=2, sort_keys=True, default=str))
+
+
+def cached_logits(cache_dir: Path, key: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()``, or what it returned before for the same ``key``.
+
+    ``key`` must name everything the logits depend on by content (the checkpoints' content keys, the merge
+    weights, the example set's digest); runs that share them then score each baseline once.
+    """
+    path = cache_dir / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20] + ".npy")
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    logits = compute()
+    buffer = io.BytesIO()
+    np.save(buffer, logits, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+    return logits

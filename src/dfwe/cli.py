@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -67,7 +68,7 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _print_table(results: dict[str, Any]) -> None:
-    from dfwe.report.write import results_table
+    from dfwe.report.tables import results_table
 
     print(results_table(results["methods"], results["task"]["metric"]))
 
@@ -96,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from dfwe.bench import run_bench, run_suite, summary_table
+    from dfwe.bench import run_bench, run_suite
+    from dfwe.report.tables import summary_table
     from dfwe.config import feta_config_path, friends_config_path, load_config
 
     if args.suite is not None:  # every task of the suite as the target in turn
@@ -120,7 +122,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from dfwe.merge.apply import merge_checkpoints
+    from dfwe.commands.merge import merge_checkpoints
 
     merge_checkpoints(args.checkpoints, args.weights, args.out, base=args.base, method=args.method,
                       granularity=args.granularity, block_size=args.block_size, density=args.density, seed=args.seed,
@@ -129,24 +131,26 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from dfwe.config import SearchConfig, validated
-    from dfwe.search.standalone import search_checkpoints
+    from dfwe.commands.search import search_checkpoints
+    from dfwe.runtime import RuntimeOptions
+    from dfwe.schema import validated
+    from dfwe.search.run import SearchConfig
 
     settings = validated(SearchConfig, {"optimizer": args.optimizer, "budget": args.budget, "space": args.space,
                                         "granularity": args.granularity, "block_size": args.block_size,
                                         "objective": args.objective, "penalty": args.penalty,
                                         "penalty_strength": args.penalty_strength,
                                         "batch": args.batch or max(args.workers, 9 if args.halving else 1),
-                                        "workers": args.workers, "ray_address": args.ray_address,
                                         "halving": args.halving}, "search")
+    runtime = validated(RuntimeOptions, {"workers": args.workers, "ray_address": args.ray_address}, "runtime")
     results = search_checkpoints(args.checkpoints, args.dev, settings, args.seed, args.out, resume=args.resume,
                                  base=args.base, max_length=args.max_length, context_turns=args.context_turns,
-                                 overwrite=args.overwrite)
+                                 runtime=runtime, overwrite=args.overwrite)
     print(json.dumps(results["search"] | {"trace": None, "best_so_far": None}, default=str))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from dfwe.eval.evaluate import evaluate_model
+    from dfwe.commands.evaluate import evaluate_model
 
     scores = evaluate_model(args.model_dir, args.task, args.split, max_length=args.max_length,
                             context_turns=args.context_turns)
@@ -154,13 +158,37 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_mergekit(args: argparse.Namespace) -> None:
-    from dfwe.merge.mergekit_run import run_mergekit
+    from dfwe.commands.mergekit import run_mergekit
 
     run_mergekit(args.recipe, args.out, args.ingredients_dir)
     print(f"mergekit wrote {args.out}/")
 
 
+class _Names(Sequence[str]):
+    """A registry's names, read when argparse first checks a value or prints help, so that building the parser
+    imports nothing heavy (the shape registry, for one, imports the model classes)."""
+
+    def __init__(self, module: str, registry: str):
+        self.module, self.registry = module, registry
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(getattr(import_module(self.module), self.registry))
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+def _choice(p: argparse.ArgumentParser, flag: str, default: str, module: str, registry: str, what: str) -> None:
+    """``flag`` takes one of the names of ``module.registry`` (listed in its help)."""
+    p.add_argument(flag, default=default, choices=_Names(module, registry), metavar=flag.lstrip("-").upper(),
+                   help=f"{what}: %(choices)s (default %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; every list of choices comes from the registry that implements it."""
     parser = _Parser(prog="dfwe", description="Derivative Free Weight-space Ensembling")
     parser.add_argument("--version", action="version", version=f"dfwe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -207,10 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=float, nargs="+", required=True,
                    help="one weight per checkpoint, or groups x checkpoints values for --granularity")
     p.add_argument("--base", type=Path, help="common base checkpoint (task arithmetic)")
-    p.add_argument("--method", default="linear", choices=["linear", "task_arithmetic", "ties", "dare"])
+    _choice(p, "--method", "linear", "dfwe.merge.methods", "METHODS", "merge method")
     p.add_argument("--density", type=float, default=0.5, help="ties/dare: fraction of each task vector kept")
     p.add_argument("--seed", type=int, default=0, help="dare: seed of the random masks")
-    p.add_argument("--granularity", default="model", choices=["model", "layer", "block", "kind"])
+    _choice(p, "--granularity", "model", "dfwe.merge.groups", "GRANULARITIES", "parameters that share a weight")
     p.add_argument("--block-size", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
@@ -220,12 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", type=Path, nargs="+")
     p.add_argument("--dev", type=Path, required=True, help="dev examples (JSONL, Friends or text format)")
     p.add_argument("--budget", type=int, default=60)
-    p.add_argument("--optimizer", default="cma")
-    p.add_argument("--space", default="simplex")
-    p.add_argument("--granularity", default="model")
+    _choice(p, "--optimizer", "cma", "dfwe.search.optimizers", "OPTIMIZERS", "derivative-free optimiser")
+    _choice(p, "--space", "simplex", "dfwe.search.spaces", "SPACES", "search space")
+    _choice(p, "--granularity", "model", "dfwe.merge.groups", "GRANULARITIES", "parameters that share a weight")
     p.add_argument("--block-size", type=int, default=2)
-    p.add_argument("--objective", default="loss", help="loss, calibrated_loss, accuracy, weighted_f1 or macro_f1")
-    p.add_argument("--penalty", default="none", help="none, l1, uniform")
+    _choice(p, "--objective", "loss", "dfwe.data.shapes", "METRICS",
+            "dev score to minimise (metrics are maximised): the losses, or a metric of the checkpoints' task shape")
+    _choice(p, "--penalty", "none", "dfwe.search.objective", "PENALTIES", "pull on the weights")
     p.add_argument("--penalty-strength", type=float, default=0.0)
     p.add_argument("--batch", type=int, default=None, help="candidates asked together (default: --workers, or 9 with --halving)")
     p.add_argument("--workers", type=int, default=1, help="Ray workers scoring candidates in parallel")

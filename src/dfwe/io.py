@@ -21,6 +21,8 @@ import yaml
 from dfwe.errors import BadInput
 
 RUN_MARKER = "config.yaml"
+# The section of a saved config that a resumed run may change: how it executes, not what it computes (dfwe.runtime).
+RUNTIME_SECTION = "runtime"
 
 
 @contextmanager
@@ -93,11 +95,15 @@ def config_differences(saved: Any, config: Any, prefix: str = "") -> list[str]:
     return [] if saved == config else [prefix.rstrip(".") or "(config)"]
 
 
+def _recipe(config: Any) -> Any:
+    return {k: v for k, v in config.items() if k != RUNTIME_SECTION} if isinstance(config, dict) else config
+
+
 def claim_output_dir(out: Path, config: dict[str, Any] | None, resume: bool, overwrite: bool) -> None:
     """Make ``out`` ready for a run with ``config``, refusing to clobber an earlier run.
 
     * empty or missing: the run starts there;
-    * holds a run and ``resume``: the saved config must equal ``config``;
+    * holds a run and ``resume``: the saved config must equal ``config`` (its ``runtime`` section aside);
     * holds a run and ``overwrite``: the earlier run is deleted;
     * otherwise: bad input, and nothing is touched.
 
@@ -110,7 +116,8 @@ def claim_output_dir(out: Path, config: dict[str, Any] | None, resume: bool, ove
         marker = out / RUN_MARKER
         if not marker.is_file():
             raise BadInput(f"--out {out}: holds files but no {RUN_MARKER}, so there is no run to resume")
-        differs = config_differences(yaml.safe_load(marker.read_text()), config)
+        saved = yaml.safe_load(marker.read_text())
+        differs = config_differences(_recipe(saved), _recipe(config))
         if differs:
             raise BadInput(f"--resume: {marker} was written with a different config (differs in {', '.join(differs)}); "
                            "resume with the same config, or use another --out")

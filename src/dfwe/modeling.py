@@ -35,11 +35,11 @@ from transformers.modeling_outputs import (MultipleChoiceModelOutput, QuestionAn
                                            SequenceClassifierOutput)
 
 POOLINGS = ("mean", "cls", "max", "pooler")
-SHAPES = ("classification", "multilabel", "span", "multiple_choice")
 
 
 class DfweConfig(PreTrainedConfig):
-    """The base encoder's own config plus how dfwe reads it out: pooling, normalisation, the task shape."""
+    """The base encoder's own config plus how dfwe reads it out: pooling, normalisation, the task shape (one of
+    :data:`dfwe.data.shapes.SHAPES`, whose entry names the model class)."""
 
     model_type = "dfwe"
     sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
@@ -55,8 +55,6 @@ class DfweConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.shape not in SHAPES:
-            raise ValueError(f"shape must be one of {SHAPES}, got {self.shape!r}")
 
 
 def base_pooling(folder: Path) -> tuple[str, bool] | None:
@@ -197,14 +195,6 @@ class DfweForQuestionAnswering(DfwePreTrainedModel):
             loss = (nn.functional.cross_entropy(start, start_positions)
                     + nn.functional.cross_entropy(end, end_positions)) / 2
         return QuestionAnsweringModelOutput(loss=loss, start_logits=start, end_logits=end)
-
-
-MODEL_CLASSES: dict[str, type[DfwePreTrainedModel]] = {
-    "classification": DfweForSequenceClassification,
-    "multilabel": DfweForSequenceClassification,
-    "multiple_choice": DfweForMultipleChoice,
-    "span": DfweForQuestionAnswering,
-}
 
 
 def register_auto_classes() -> None:

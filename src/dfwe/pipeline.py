@@ -17,26 +17,34 @@ from typing import Any, Iterator
 import numpy as np
 
 from dfwe.config import RunConfig, config_to_dict
-from dfwe.data.encode import ExampleSet
 from dfwe.data.prepare import PreparedData, locate_suite, prepare_data
-from dfwe.eval.baselines import DevChoices, choose_on_dev, uniform_weights
+from dfwe.data.sets import ExampleSet
 from dfwe.eval.barriers import loss_barriers
-from dfwe.eval.scores import Merge, Scores, score_methods
+from dfwe.eval.baselines import BEST_SINGLE, DevChoices, choose_on_dev, uniform_weights
+from dfwe.eval.scores import Merge, Scores, score_methods, with_best_single
 from dfwe.io import check_output_dir, claim_output_dir
-from dfwe.models import prepare_base, resolve_device, torch_threads
-from dfwe.report.results import write_run_outputs
-from dfwe.search.objective import DevFold, FoldSpec
-from dfwe.search.run import SearchOutcome, search_stage
+from dfwe.merge.fold import FoldSpec
+from dfwe.report.results import RunStages, run_results
+from dfwe.report.write import write_outputs
+from dfwe.runtime import resolve_device, torch_threads
+from dfwe.search.run import search_stage
+from dfwe.stats import MetricStats
+from dfwe.train.base import prepare_base
 from dfwe.train.experts import train_experts
 from dfwe.train.target import Ingredients, fine_tune_ingredients
 
 
 @dataclass(frozen=True)
 class RunOutput:
-    """What a run returns: the ``results.json`` content and the per-example test statistics (for pooling)."""
+    """What a run returns: the ``results.json`` content and the per-example statistics (for pooling)."""
 
     results: dict[str, Any]
     scores: Scores
+
+    def compared_stats(self, split: str) -> dict[str, MetricStats]:
+        """Per-example statistics of every method on ``split`` (test or validation), ``best-expert-ft`` included."""
+        stats = self.scores.test_stats if split == "test" else self.scores.validation_stats
+        return with_best_single(stats, self.results["methods"][BEST_SINGLE]["selected"])
 
 
 class _Timer(dict):
@@ -62,7 +70,7 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
 def run_pipeline(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool = False,
                  cache: Path | None = None) -> RunOutput:
     """:func:`run`, also returning the per-example statistics that a benchmark pools across seeds."""
-    with torch_threads(config.threads):
+    with torch_threads(config.runtime.threads):
         return _run_stages(config, out_dir, resume, overwrite, cache)
 
 
@@ -80,7 +88,7 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
                             config.eval.validation)
     if config.data.synthetic is None:  # real data was read and checked above
         claim_output_dir(out_dir, config_to_dict(config), resume, overwrite)
-    device = resolve_device(config.device)
+    device = resolve_device(config.runtime.device)
 
     with timing("experts"):
         experts = train_experts(config.experts, base, data.sources, source_seed, device, cache / "experts")
@@ -93,16 +101,19 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
         specs = fold_specs(config, data, ingredients, swapped)
         folds = [spec.build() for spec in specs]
         choices = choose_on_dev(folds[0], data.target.metric)
-        search = search_stage(folds, config.search, config.seed, out_dir, search_start(config, choices), specs)
+        search = search_stage(folds, config.search, config.seed, out_dir, search_start(config, choices), specs,
+                              config.runtime)
     with timing("evaluate"):
         merges = {"uniform-soup": Merge(uniform_weights(len(ingredients.items))),
                   "greedy-soup": Merge(choices.greedy), "dfwe": Merge(search.weights, search.space.method)}
         splits = {"dev": data.dev, "test": data.test, **({"validation": data.validation} if data.validation else {})}
         scores = score_methods(folds[0], ingredients.keys, ingredients.names, merges, splits, cache / "logits",
-                               head_rule(config, data), config.eval.batch_size, config.eval.bootstrap, config.seed)
+                               head_rule(config, data), config.runtime.eval_batch_size, config.eval.bootstrap,
+                               config.seed)
         barriers = loss_barriers(folds[0], ingredients.names, data.target.metric) if config.eval.barriers else []
-    results = write_run_outputs(out_dir, config, data, base.tokenizer, experts, ingredients, folds[0], choices, search,
-                                scores, barriers, dict(timing), str(device))
+    stages = RunStages(data, experts, ingredients, choices, search, scores, barriers)
+    results = run_results(config, stages, dict(timing), str(device))
+    write_outputs(out_dir, results, folds[0], ingredients.origin if search.space.method == "task_arithmetic" else None)
     return RunOutput(results, scores)
 
 
@@ -111,10 +122,11 @@ def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients,
     """The dev folds the search scores on: ingredients trained on train scored on dev and, when cross-fitting,
     ingredients trained on dev scored on train. With ``merge.head: refit`` each refits on its training set."""
     base = ingredients.origin if config.search.space == "task_arithmetic" else None
-    specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, config.device, refit_set(config, data.train),
+    device = config.runtime.device
+    specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, device, refit_set(config, data.train),
                       config.merge.probe_c)]
     if swapped is not None:
-        specs.append(FoldSpec(tuple(swapped.folders), data.train, swapped.origin if base else None, config.device,
+        specs.append(FoldSpec(tuple(swapped.folders), data.train, swapped.origin if base else None, device,
                               refit_set(config, data.dev), config.merge.probe_c))
     return specs
 
@@ -148,4 +160,4 @@ def head_rule(config: RunConfig, data: PreparedData) -> dict[str, Any]:
     return {"rule": "average"}
 
 
-__all__ = ["DevFold", "RunOutput", "SearchOutcome", "run", "run_pipeline"]
+__all__ = ["RunOutput", "run", "run_pipeline"]

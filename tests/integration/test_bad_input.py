@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import friends_rows, perturbed_copies, write_task
 
 

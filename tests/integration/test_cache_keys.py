@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from conftest import friends_rows, write_task
+
 from dfwe.config import config_from_dict
 from dfwe.pipeline import run
 
@@ -94,3 +94,35 @@ def test_editing_a_label_recomputes_exactly_what_depends_on_it(tmp_path, tiny_ba
     results = [json.loads((tmp_path / r / "results.json").read_text()) for r in ("run2", "run3")]
     assert results[0]["methods"]["dfwe"]["dev"] == results[1]["methods"]["dfwe"]["dev"]
     assert results[0]["methods"]["dfwe"]["weights"] == results[1]["methods"]["dfwe"]["weights"]
+
+
+def test_runtime_options_enter_no_key_and_a_run_resumes_under_other_ones(tmp_path, tiny_base):
+    import sqlite3
+
+    import pytest
+    import yaml
+
+    from dfwe.errors import BadInput
+
+    suite = _suite(tmp_path / "suite")
+    raw = {"data": {"data_dir": str(suite), "target": "target", "sources": ["a", "b"], "shots": 3, "dev_shots": 2,
+                    "max_length": 24},
+           "model": {"base": str(tiny_base)}, "experts": {"train": {"epochs": 1, "batch_size": 8}},
+           "target": {"train": {"epochs": 1, "batch_size": 4}}, "search": {"budget": 4},
+           "eval": {"bootstrap": 0, "barriers": False}, "runtime": {"threads": 1}}
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    run(config_from_dict(raw), out, cache=cache)
+    journal = out / "journal.sqlite"
+    with sqlite3.connect(str(journal)) as db:
+        scored = db.execute("SELECT idx, x, objective, seconds FROM candidates ORDER BY idx").fetchall()
+    before = _keys(out)
+
+    other = {**raw, "runtime": {"threads": 2, "eval_batch_size": 3, "search_batch_size": 5, "device": "cpu"}}
+    run(config_from_dict(other), out, resume=True, cache=cache)
+    assert _keys(out) == before
+    with sqlite3.connect(str(journal)) as db:  # replayed from the journal: nothing scored again
+        assert db.execute("SELECT idx, x, objective, seconds FROM candidates ORDER BY idx").fetchall() == scored
+    assert yaml.safe_load((out / "config.yaml").read_text())["runtime"]["threads"] == 2  # both saved, as run
+
+    with pytest.raises(BadInput, match=r"differs in search\.budget"):  # the recipe still has to match
+        run(config_from_dict({**other, "search": {"budget": 5}}), out, resume=True, cache=cache)

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import perturbed_copies
 from safetensors.torch import load_file
 
-from conftest import perturbed_copies
 from dfwe.merge.export import mergekit_config, write_mergekit_yaml
 from dfwe.merge.space import WeightSpace
+
 
 def run_mergekit(config_path: Path, out: Path, *extra: str) -> dict[str, torch.Tensor]:
     """mergekit itself, through ``dfwe mergekit`` (which registers dfwe's model classes first)."""

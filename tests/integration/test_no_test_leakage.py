@@ -15,12 +15,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import FRIENDS
-from dfwe.config import SyntheticConfig, config_from_dict
-from dfwe.data.synthetic import generate_suite
-from dfwe.models import build_tiny_base
+
+from dfwe.config import config_from_dict
+from dfwe.data.synthetic import SyntheticConfig, generate_suite
 from dfwe.pipeline import run
+from dfwe.train.base import build_tiny_base
 
 
 def _config(data_dir: Path, base: Path) -> dict:
@@ -72,6 +72,7 @@ def test_changing_the_test_split_changes_no_choice(tmp_path, monkeypatch):
     _scramble_test(scrambled / "demo_emotion")
 
     seen: list[tuple[str, set[str]]] = []
+    import dfwe.merge.fold as fold_module
     import dfwe.search.objective as objective_module
     import dfwe.train.experts as experts_module
     import dfwe.train.loop as loop_module
@@ -97,6 +98,7 @@ def test_changing_the_test_split_changes_no_choice(tmp_path, monkeypatch):
     monkeypatch.setattr(target_module, "fine_tune", watch_fine_tune(target_module.fine_tune))
     monkeypatch.setattr(target_module, "fit_head", watch_encoded("shared probe", target_module.fit_head))
     monkeypatch.setattr(loop_module, "fit_head", watch_encoded("refit head", loop_module.fit_head))
+    monkeypatch.setattr(fold_module, "fit_head", watch_encoded("refit head", fold_module.fit_head))
     def watch_objective(original):
         def wrapped(self, *args, **kwargs):
             for fold in self.folds:  # what each candidate is scored on (a fixed slice of it at low fidelity)

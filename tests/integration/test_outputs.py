@@ -12,8 +12,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-
 from conftest import friends_rows, perturbed_copies, write_task
+
 from dfwe import cli
 from dfwe.errors import BadInput
 from dfwe.io import check_output_dir, claim_output_dir, make_output_dir
@@ -174,7 +174,7 @@ def test_out_under_a_file_end_to_end_exits_2_without_traceback(tmp_path):
 
 
 def test_library_entry_points_refuse_an_uncreatable_out(checkpoints, tmp_path):
-    from dfwe.merge.apply import merge_checkpoints
+    from dfwe.commands.merge import merge_checkpoints
 
     out, blocker = _blocked(tmp_path, "file-in-parents")
     with pytest.raises(BadInput, match="taken"):

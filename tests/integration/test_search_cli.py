@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import friends_rows, perturbed_copies, write_task
 
 

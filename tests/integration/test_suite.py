@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import write_tiny_suite
 
 AUTO_CLASS = {"classification": "AutoModelForSequenceClassification", "multilabel": "AutoModelForSequenceClassification",
@@ -32,7 +31,8 @@ def suite_run(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("suite")
     suite = write_tiny_suite(root / "tiny")
     from conftest import WORDS
-    from dfwe.models import build_tiny_base
+
+    from dfwe.train.base import build_tiny_base
 
     base = build_tiny_base(root / "base", WORDS + ["ross", "rachel", "hi", ":", "who", "relations", "of", "with",
                                                    "@placeholder"], 16, 2, 2, 32, seed=0)

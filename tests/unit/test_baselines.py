@@ -9,8 +9,9 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score
 
-from dfwe.data.encode import EncodedSet, ExampleSet
-from dfwe.data.tasks import Example, Task
+from dfwe.data.encode import EncodedSet
+from dfwe.data.records import Example, Task
+from dfwe.data.sets import ExampleSet
 from dfwe.eval.baselines import best_single, choose_on_dev, greedy_soup, logit_ensemble, uniform_weights
 
 

@@ -140,7 +140,7 @@ def test_cli_main_does_not_go_offline():
 def test_a_run_pins_torch_threads_only_while_it_runs():
     import torch
 
-    from dfwe.models import torch_threads
+    from dfwe.runtime import torch_threads
 
     before = torch.get_num_threads()
     pinned = 1 if before != 1 else 2

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, friends_rows, write_task
+
 from dfwe.config import RunConfig, config_from_dict, demo_config_path, friends_config_path, load_config
 from dfwe.data.tasks import load_task
 from dfwe.errors import BadInput

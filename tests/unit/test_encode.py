@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
 from conftest import WORDS
-from dfwe.data.tasks import Example, Task
-from dfwe.models import load_tokenizer
-from dfwe.shapes import Preprocessing, get_shape
+
+from dfwe.checkpoints import load_tokenizer
+from dfwe.data.encode import Preprocessing
+from dfwe.data.records import Example, Task
+from dfwe.data.shapes import get_shape
 
 SHAPE = get_shape("classification")
 TASK = Task(name="t", path=None, shape="classification", labels=("neg", "pos"), metric="weighted_f1", splits={})

@@ -6,18 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import perturbed_copies, small_task_spec, tiny_model
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils.merge_utils import dare_linear, ties
 from safetensors.torch import load_file, save_file
 
-from conftest import perturbed_copies, small_task_spec, tiny_model
+from dfwe.checkpoints import load_model, load_tokenizer, model_task, save_model
+from dfwe.data.encode import Preprocessing
 from dfwe.errors import BadInput
 from dfwe.merge import export as export_module
 from dfwe.merge.export import export_merged
 from dfwe.merge.lora import lora_space
 from dfwe.merge.space import WeightSpace
-from dfwe.models import load_model, load_tokenizer, model_task, save_model
-from dfwe.shapes import Preprocessing
 
 
 def _states(folders):
@@ -197,7 +197,7 @@ def test_export_is_atomic_when_writing_fails(tiny_base, tmp_path, monkeypatch):
 
 
 def test_merge_checkpoints_ties_writes_the_peft_merge(tiny_base, tmp_path):
-    from dfwe.merge.apply import merge_checkpoints
+    from dfwe.commands.merge import merge_checkpoints
 
     folders = perturbed_copies(tiny_base, tmp_path, 3)
     out = merge_checkpoints(folders[1:], [0.6, 0.4], tmp_path / "m", base=folders[0], method="ties", density=0.3)

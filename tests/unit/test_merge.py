@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import perturbed_copies
+from safetensors.torch import load_file
+
+from dfwe.checkpoints import load_model
 from dfwe.errors import BadInput
 from dfwe.merge.groups import make_grouping
 from dfwe.merge.methods import coefficients
 from dfwe.merge.space import WeightSpace
-from dfwe.models import load_model
-from safetensors.torch import load_file
 
 
 def _states(folders):

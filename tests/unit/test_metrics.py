@@ -10,10 +10,11 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
-from dfwe.data.encode import EncodedSet, ExampleSet
-from dfwe.data.tasks import Example, Task
-from dfwe.eval.metrics import calibrated_loss, intervals, metric_stats, score
-from dfwe.shapes import get_shape
+from dfwe.data.encode import EncodedSet
+from dfwe.data.metrics import calibrated_loss, intervals, metric_stats, score
+from dfwe.data.records import Example, Task
+from dfwe.data.sets import ExampleSet
+from dfwe.data.shapes import get_shape
 
 SHAPE = get_shape("classification")
 METRICS = ("accuracy", "weighted_f1", "macro_f1", "micro_f1")
@@ -128,7 +129,7 @@ def test_calibrated_loss_is_the_loss_at_the_best_temperature_and_blind_to_confid
 
 
 def test_cached_logits_computes_once_per_key(tmp_path):
-    from dfwe.eval.predict import cached_logits
+    from dfwe.cache import cached_logits
 
     calls = []
 

@@ -6,8 +6,8 @@ import gzip
 from pathlib import Path
 
 import pytest
-
 from conftest import friends_rows, write_task
+
 from dfwe.data.tasks import SPLITS, load_task, read_jsonl
 from dfwe.errors import BadInput
 

@@ -9,8 +9,8 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
-
 from conftest import FRIENDS
+
 from dfwe.data.sampling import dialogue_fraction, few_shot_split, subsample
 from dfwe.data.tasks import load_task
 from dfwe.errors import BadInput

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import perturbed_copies
-from dfwe.config import SearchConfig
-from dfwe.data.encode import ExampleSet
+
+from dfwe.checkpoints import load_tokenizer
+from dfwe.data.encode import Preprocessing
+from dfwe.data.sets import ExampleSet
+from dfwe.data.shapes import get_shape
 from dfwe.data.tasks import load_task
-from dfwe.models import load_tokenizer
-from dfwe.search.objective import FoldSpec
-from dfwe.search.run import search_stage
-from dfwe.shapes import Preprocessing, get_shape
+from dfwe.merge.fold import FoldSpec
+from dfwe.search.run import SearchConfig, search_stage
 
 
 @pytest.mark.parametrize("refit", [False, True])

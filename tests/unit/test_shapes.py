@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_task
 from sklearn.metrics import f1_score
 
-from conftest import write_task
-from dfwe.data.encode import eval_batches
-from dfwe.data.tasks import Example, Task, load_task
+from dfwe.data.encode import Preprocessing, eval_batches
+from dfwe.data.records import Example, Task
+from dfwe.data.shapes import SHAPES
+from dfwe.data.shapes.multilabel import label_matrix
+from dfwe.data.shapes.multiple_choice import fill
+from dfwe.data.shapes.span import answer_tokens, best_spans, exact_match, token_f1
+from dfwe.data.tasks import load_task
 from dfwe.errors import BadInput
-from dfwe.eval.predict import predict_logits
-from dfwe.shapes import SHAPES, Preprocessing
-from dfwe.shapes.multilabel import label_matrix
-from dfwe.shapes.multiple_choice import fill
-from dfwe.shapes.span import answer_tokens, best_spans, exact_match, token_f1
-from dfwe.train.loop import fit_head
+from dfwe.forward import fit_head, predict_logits
 
 MULTILABEL, SPAN, CHOICE = SHAPES["multilabel"], SHAPES["span"], SHAPES["multiple_choice"]
 WORDS = ("where is ross monica rachel joey said hi to at the central perk home cafe . ? ! who drinks coffee "
@@ -44,7 +44,7 @@ def task(shape: str, labels: tuple[str, ...] = (), ignore: tuple[str, ...] = ())
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    from dfwe.models import build_tiny_base
+    from dfwe.train.base import build_tiny_base
 
     return build_tiny_base(tmp_path_factory.mktemp("base") / "tiny", WORDS, hidden_size=16, num_layers=2,
                            num_heads=2, intermediate_size=32, seed=0)
@@ -52,7 +52,7 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tokenizer(base):
-    from dfwe.models import load_tokenizer
+    from dfwe.checkpoints import load_tokenizer
 
     loaded = load_tokenizer(base)
     assert loaded.is_fast
@@ -277,7 +277,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_tiny_model_trains_predicts_padded_outputs_and_fits_its_head(name, base, tokenizer):
-    from dfwe.models import new_model
+    from dfwe.checkpoints import new_model
 
     make, labels, prep = CASES[name]
     shape, t = SHAPES[name], task(name, labels, ("unanswerable",) if labels else ())

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from dfwe.eval.stats import (bootstrap_weights, classification_stats, interval, mean_stats, paired_difference,
-                             pooled_difference, verdict)
+from dfwe.stats import (
+    bootstrap_weights,
+    classification_stats,
+    interval,
+    mean_stats,
+    paired_difference,
+    pooled_difference,
+    verdict,
+)
 
 NAMES = ("accuracy", "weighted_f1", "macro_f1", "micro_f1")
 

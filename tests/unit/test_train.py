@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import WORDS, friends_rows, tiny_model, write_task
 from sklearn.linear_model import LogisticRegression
 
-from conftest import WORDS, friends_rows, tiny_model, write_task
-from dfwe.config import TrainConfig
-from dfwe.data.encode import ExampleSet
+from dfwe.checkpoints import load_tokenizer
+from dfwe.data.encode import Preprocessing
+from dfwe.data.sets import ExampleSet
+from dfwe.data.shapes import get_shape
 from dfwe.data.tasks import load_task
-from dfwe.eval.predict import predict_logits
-from dfwe.models import load_tokenizer
-from dfwe.shapes import Preprocessing, get_shape
-from dfwe.train.loop import body_features, fine_tune, fit_head
+from dfwe.forward import body_features, fit_head, predict_logits
+from dfwe.train.loop import TrainConfig, fine_tune
 
 SHAPE = get_shape("classification")
 PREP = Preprocessing(max_length=32)

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from dfwe.data.tasks import Example, Task
-    from dfwe.shapes.base import TaskShape
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How examples become tokens; carried with every model dfwe writes (``dfwe.json``)."""
+
+    max_length: int = 128
+    context_turns: int = 3
+    stride: int = 64  # spans: tokens shared by consecutive windows of a long context
 
 
 @dataclass(frozen=True)
@@ -177,30 +182,3 @@ def train_batches(data: EncodedSet, batch_size: int, rng: np.random.Generator) -
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     return [_make_batch(data, batches[index]) for index in rng.permutation(len(batches))]
-
-
-@dataclass(frozen=True)
-class ExampleSet:
-    """A task's examples, their encoding and the task itself: everything that scoring a model needs."""
-
-    task: "Task"
-    examples: tuple["Example", ...]
-    encoded: EncodedSet
-
-    @property
-    def shape(self) -> "TaskShape":
-        from dfwe.shapes import get_shape
-
-        return get_shape(self.task.shape)
-
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "ExampleSet":
-        """The examples at ``indices`` (positions), with all of their rows."""
-        indices = [int(i) for i in indices]
-        if self.encoded.example_of is None:
-            rows = indices
-        else:  # a long example's windows travel together
-            by_example: dict[int, list[int]] = {}
-            for row, example in enumerate(self.encoded.example_of.tolist()):
-                by_example.setdefault(example, []).append(row)
-            rows = [row for i in indices for row in by_example[i]]
-        return ExampleSet(self.task, tuple(self.examples[i] for i in indices), self.encoded.subset(rows))

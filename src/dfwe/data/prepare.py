@@ -1,7 +1,7 @@
 """The data stage: tasks loaded and checked, few-sample sets drawn, every set encoded once.
 
 Stages before it: :func:`locate_suite` (where the task folders are; the built-in demo suite is generated)
-and :func:`dfwe.models.prepare_base` (the pretrained model and its tokenizer).
+and :func:`dfwe.train.base.prepare_base` (the pretrained model and its tokenizer).
 """
 
 from __future__ import annotations
@@ -9,16 +9,84 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
+
+from pydantic import Field, field_validator, model_validator
 
 from dfwe.cache import content_key
-from dfwe.config import DataConfig
-from dfwe.data.encode import ExampleSet
+from dfwe.data.encode import Preprocessing
+from dfwe.data.records import Example, Task
 from dfwe.data.sampling import dialogue_fraction, few_shot_split, subsample
-from dfwe.data.tasks import Example, Task, load_tasks
+from dfwe.data.sets import ExampleSet
+from dfwe.data.shapes import get_shape
+from dfwe.data.synthetic import TASKS, SyntheticConfig, generate_suite
+from dfwe.data.tasks import load_tasks
 from dfwe.errors import BadInput
 from dfwe.io import atomic_dir
-from dfwe.shapes import Preprocessing, get_shape
+from dfwe.schema import Frozen
+
+
+class DataConfig(Frozen):
+    """Which tasks, how many shots, how text becomes tokens."""
+
+    data_dir: Path | None = None
+    synthetic: SyntheticConfig | None = None
+    target: str
+    sources: list[str] = Field(min_length=1)
+    # How the few-sample target sets are drawn: k examples per class (train and dev both from the train
+    # split), or FETA's protocol: a seeded fraction of the train and of the dev *dialogues* of every task
+    # (target and sources alike; test is always the full split).
+    sampling: Literal["per_class", "dialogues"] = "per_class"
+    shots: int = Field(32, ge=1)
+    dev_shots: int | None = Field(None, ge=1)
+    # dialogues: the fraction kept, one for all tasks or per task ({default: 0.1, question_answering: 0.5})
+    fraction: float | dict[str, float] = 0.1
+    # tokens per input: one value for all tasks, or per task ({default: 128, question_answering: 256})
+    max_length: int | dict[str, int] = 128
+    context_turns: int = Field(3, ge=0)
+    stride: int = Field(64, ge=1)  # span tasks: tokens shared by consecutive windows of a long context
+    source_max_examples: int | None = Field(None, ge=1)
+    source_dev_max_examples: int = Field(500, ge=1)
+
+    @field_validator("fraction")
+    @classmethod
+    def _fractions(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        for fraction in ([value] if isinstance(value, float | int) else value.values()):
+            if not 0 < fraction <= 1:
+                raise ValueError(f"a fraction of dialogues must be in (0, 1], got {fraction}")
+        return value
+
+    @field_validator("max_length")
+    @classmethod
+    def _lengths(cls, value: int | dict[str, int]) -> int | dict[str, int]:
+        for length in ([value] if isinstance(value, int) else value.values()):
+            if length < 8:
+                raise ValueError(f"max_length must be at least 8 tokens, got {length}")
+        return value
+
+    def max_length_of(self, task: str) -> int:
+        """Tokens per input of ``task``."""
+        if isinstance(self.max_length, dict):
+            return int(self.max_length.get(task, self.max_length.get("default", 128)))
+        return int(self.max_length)
+
+    def fraction_of(self, task: str) -> float:
+        """The fraction of dialogues kept of ``task`` (``dialogues`` sampling)."""
+        if isinstance(self.fraction, dict):
+            return float(self.fraction.get(task, self.fraction.get("default", 0.1)))
+        return float(self.fraction)
+
+    @model_validator(mode="after")
+    def _one_source_of_tasks(self) -> "DataConfig":
+        if (self.data_dir is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of data.data_dir (task folders) or data.synthetic (the built-in suite)")
+        if self.target in self.sources:
+            raise ValueError(f"target '{self.target}' is also listed as a source")
+        return self
+
+    @property
+    def resolved_dev_shots(self) -> int:
+        return self.dev_shots if self.dev_shots is not None else self.shots
 
 
 @dataclass(frozen=True)
@@ -65,8 +133,6 @@ def locate_suite(data: DataConfig, work_dir: Path, seed: int) -> Suite:
         if not data.data_dir.is_dir():
             raise BadInput(f"{data.data_dir}: data directory not found (set data.data_dir or --data-dir)")
         return Suite(data.data_dir)
-    from dfwe.data.synthetic import TASKS, generate_suite
-
     unknown = [t for t in [data.target, *data.sources] if t not in TASKS]
     if unknown:
         raise BadInput(f"data: task '{unknown[0]}' is not in the built-in suite ({', '.join(TASKS)})")

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dfwe.data.tasks import Example, Task
+from dfwe.data.records import Example, Task
 from dfwe.errors import BadInput
 
 

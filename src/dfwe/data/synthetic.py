@@ -21,14 +21,25 @@ import json
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
-from dfwe.config import SyntheticConfig
+from dfwe.schema import Frozen
 
 EMOTIONS = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 SENTIMENT = {"anger": "negative", "disgust": "negative", "fear": "negative", "sadness": "negative",
              "joy": "positive", "surprise": "positive", "neutral": "neutral"}
 SPEAKERS = ("Ross", "Rachel", "Monica", "Chandler", "Joey", "Phoebe")
 TASKS = ("demo_emotion", "demo_sentiment", "demo_mood")
+
+
+class SyntheticConfig(Frozen):
+    """The built-in offline task suite (see :mod:`dfwe.data.synthetic`)."""
+
+    train_size: int = Field(1500, ge=50)
+    dev_size: int = Field(300, ge=20)
+    test_size: int = Field(600, ge=20)
+    vocab_per_label: int = Field(12, ge=2)
+    filler_words: int = Field(80, ge=5)
 
 
 def _mood(emotion: str, intense: bool) -> str:

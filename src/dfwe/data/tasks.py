@@ -4,7 +4,7 @@ A folder may hold a ``task.json`` naming its shape (``type``: classification, mu
 multiple_choice), its labels, its headline ``metric`` and labels to leave out of metric averages
 (``metric_ignore_labels``); see ``../shared/data/feta_friends/README.md``. A folder without one is
 single-label classification scored by weighted F1, its labels read off train. Each shape parses its own
-records (:mod:`dfwe.shapes`). Every record needs an ``id``; a label a task does not have, an answer outside
+records (:mod:`dfwe.data.shapes`). Every record needs an ``id``; a label a task does not have, an answer outside
 its context or a label that is not among its choices is bad input naming file and line.
 """
 
@@ -13,59 +13,15 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from dfwe.data.records import Example, Task
+from dfwe.data.shapes import SHAPES, get_shape
 from dfwe.errors import BadInput
 
 SPLITS = ("train", "dev", "test")
 TASK_FILE = "task.json"
-
-
-@dataclass(frozen=True)
-class Example:
-    """One example of any shape. ``text`` is the first segment (utterance, claim, question), ``context`` the
-    second (preceding turns, text pair, dialogue); ``context_keep`` says which end of it survives a cut."""
-
-    id: str
-    text: str
-    context: str = ""
-    context_keep: str = "end"
-    label: str = ""  # classification; multiple choice: the right choice
-    labels: tuple[str, ...] = ()  # multilabel
-    choices: tuple[str, ...] = ()  # multiple choice
-    answers: tuple[tuple[str, int], ...] = ()  # span: (answer text, character offset in context)
-    dialogue_id: str = ""
-
-
-@dataclass(frozen=True)
-class Task:
-    """A task: its shape, label set, headline metric and three splits."""
-
-    name: str
-    path: Path
-    shape: str
-    labels: tuple[str, ...]
-    metric: str
-    splits: dict[str, tuple[Example, ...]] = field(repr=False)
-    ignore_labels: tuple[str, ...] = ()
-
-    @property
-    def label_index(self) -> dict[str, int]:
-        return {label: i for i, label in enumerate(self.labels)}
-
-    def describe(self) -> dict:
-        """What a model trained on this task records about it (``dfwe.json``), enough to score it again."""
-        return {"task": self.name, "shape": self.shape, "labels": list(self.labels), "metric": self.metric,
-                "ignore_labels": list(self.ignore_labels)}
-
-    @classmethod
-    def described(cls, info: dict, path: Path) -> "Task":
-        """The task a model was trained on, from its ``dfwe.json`` (no examples)."""
-        return cls(name=info.get("task", path.name), path=path, shape=info["shape"], labels=tuple(info["labels"]),
-                   metric=info.get("metric", "weighted_f1"), splits={},
-                   ignore_labels=tuple(info.get("ignore_labels", ())))
 
 
 def split_file(path: Path) -> Path:
@@ -118,21 +74,21 @@ def _records(path: Path) -> Iterator[tuple[dict, str]]:
         yield record, where
 
 
-def read_split(path: Path, shape_name: str = "classification", context_turns: int = 3) -> list[tuple[Example, str]]:
-    """One split file (or its ``.jsonl.gz`` twin) parsed by its shape, each example with its ``file:line``."""
-    from dfwe.shapes import get_shape
-
+def read_jsonl(path: Path, context_turns: int = 3, shape_name: str = "classification",
+               labels: tuple[str, ...] | None = None) -> tuple[Example, ...]:
+    """The examples of one split file (or its ``.jsonl.gz`` twin), parsed by their shape; with ``labels``, each is
+    checked against them (a label the task lacks is bad input naming file and line)."""
     shape = get_shape(shape_name)
     path = split_file(path)
-    examples = [(shape.parse(record, where, context_turns), where) for record, where in _records(path)]
+    examples = []
+    for record, where in _records(path):
+        example = shape.parse(record, where, context_turns)
+        if labels is not None:
+            shape.check(example, labels, where)
+        examples.append(example)
     if not examples:
         raise BadInput(f"{path}: no examples")
-    return examples
-
-
-def read_jsonl(path: Path, context_turns: int = 3, shape_name: str = "classification") -> tuple[Example, ...]:
-    """The examples of one split file (a dev file given to ``dfwe search``, for instance)."""
-    return tuple(example for example, _ in read_split(path, shape_name, context_turns))
+    return tuple(examples)
 
 
 def read_task_file(path: Path) -> dict:
@@ -144,8 +100,6 @@ def read_task_file(path: Path) -> dict:
         spec = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BadInput(f"{file}: not valid JSON ({error})") from None
-    from dfwe.shapes import SHAPES
-
     if spec.get("type") not in SHAPES:
         raise BadInput(f"{file}: type {spec.get('type')!r} is not a task shape dfwe knows ({', '.join(SHAPES)})")
     metrics = SHAPES[spec["type"]].metrics
@@ -157,26 +111,23 @@ def read_task_file(path: Path) -> dict:
 
 def load_task(path: Path, context_turns: int = 3, name: str | None = None) -> Task:
     """Load a task folder; every example of every split is checked against the task's labels."""
-    from dfwe.shapes import get_shape
-
     if not path.is_dir():
         raise BadInput(f"{path}: task folder not found")
     spec = read_task_file(path)
     shape = get_shape(spec["type"])
-    read = {split: read_split(path / f"{split}.jsonl", spec["type"], context_turns) for split in SPLITS}
-    labels = tuple(spec.get("labels") or shape.label_space([e for e, _ in read["train"]]))
+    declared = tuple(spec["labels"]) if spec.get("labels") else None
+    train = read_jsonl(path / "train.jsonl", context_turns, spec["type"], declared)
+    labels = declared or shape.label_space(train)
     if spec["type"] in ("classification", "multilabel") and len(labels) < 2:
         raise BadInput(f"{path}: needs at least two labels, found {list(labels)}")
-    for examples in read.values():
-        for example, where in examples:
-            shape.check(example, labels, where)
+    splits = {"train": train, **{split: read_jsonl(path / f"{split}.jsonl", context_turns, spec["type"], labels)
+                                 for split in SPLITS if split != "train"}}
     ignored = tuple(spec.get("metric_ignore_labels") or ())
     unknown = [label for label in ignored if label not in labels]
     if unknown:
         raise BadInput(f"{path / TASK_FILE}: metric_ignore_labels names '{unknown[0]}', not one of its labels")
     return Task(name=name or path.name, path=path, shape=spec["type"], labels=labels,
-                metric=spec.get("metric", shape.metrics[0]), ignore_labels=ignored,
-                splits={split: tuple(e for e, _ in examples) for split, examples in read.items()})
+                metric=spec.get("metric", shape.metrics[0]), ignore_labels=ignored, splits=splits)
 
 
 def load_tasks(data_dir: Path, names: list[str], context_turns: int = 3) -> dict[str, Task]:

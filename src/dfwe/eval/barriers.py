@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from dfwe.eval.metrics import score
-from dfwe.search.objective import DevFold
+from dfwe.data.metrics import score
+from dfwe.merge.fold import DevFold
 
 BARRIER_METRICS = ("loss", "calibrated_loss")
 

@@ -7,12 +7,14 @@ stage function :func:`choose_on_dev` that applies them to a live weight space.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from dfwe.search.objective import DevFold
+from dfwe.data.metrics import score
+from dfwe.merge.fold import DevFold
+
+BEST_SINGLE = "best-expert-ft"
 
 
 def uniform_weights(count: int) -> np.ndarray:
@@ -60,13 +62,11 @@ class DevChoices:
     greedy: np.ndarray
 
 
-def choose_on_dev(fold: "DevFold", metric: str) -> DevChoices:
+def choose_on_dev(fold: DevFold, metric: str) -> DevChoices:
     """Score every ingredient (with its own head) and build Wortsman's greedy soup, all on ``fold``'s dev data.
 
     ``metric`` is the task's headline metric (higher is better); soups get the run's head rule.
     """
-    from dfwe.eval.metrics import score
-
     count = fold.space.num_ingredients
 
     def dev_score(weights: np.ndarray, refit: bool) -> float:

@@ -3,7 +3,7 @@ intervals, and paired differences against dfwe.
 
 Outputs of fixed merges are cached under content keys (the ingredients' keys, the weights, the head rule and
 the example set's digest), so runs that differ only in their search score each baseline once. Two methods
-scored on the same examples are compared by a *paired* bootstrap (:mod:`dfwe.eval.stats`): words such as
+scored on the same examples are compared by a *paired* bootstrap (:mod:`dfwe.stats`): words such as
 "beats" are only earned where the paired interval excludes 0.
 """
 
@@ -11,19 +11,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
+from pydantic import Field
 
-from dfwe.cache import content_key
-from dfwe.data.encode import ExampleSet
-from dfwe.eval.baselines import logit_ensemble
-from dfwe.eval.metrics import score
-from dfwe.eval.predict import cached_logits
-from dfwe.eval.stats import MetricStats, interval, paired_difference
-from dfwe.search.objective import DevFold
+from dfwe.cache import cached_logits, content_key
+from dfwe.data.metrics import score
+from dfwe.data.sets import ExampleSet
+from dfwe.eval.baselines import BEST_SINGLE, logit_ensemble
+from dfwe.merge.fold import DevFold
+from dfwe.schema import Frozen
+from dfwe.stats import MetricStats, interval, paired_difference
 
 LOGIT_ENSEMBLE = "logit-ensemble"
+
+
+class EvalConfig(Frozen):
+    """Scoring: which official split is held out for the final scores, bootstrap resamples, barriers.
+
+    ``split: dev`` scores on the official dev split instead of test: use it while developing a method, so
+    that test data never steers a choice (the few-sample dev set is drawn from train, so both are disjoint).
+    """
+
+    split: Literal["test", "dev"] = "test"
+    # Also score every method on the official dev split (reported as "validation"), so that method options
+    # can be compared and chosen without looking at test scores.
+    validation: bool = False
+    bootstrap: int = Field(1000, ge=0)
+    # Dev loss barriers between every pair of ingredients (midpoint minus mean of the ends).
+    barriers: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,12 @@ def score_methods(fold: DevFold, ingredient_keys: list[str], names: list[str], m
                   [e.id for e in splits["test"].examples])
 
 
+def with_best_single(stats: Mapping[str, MetricStats], best: str) -> dict[str, MetricStats]:
+    """Per-example statistics with ``best-expert-ft`` added as the ingredient chosen on dev, so that it is
+    compared pairwise like every other method (which ingredient it is may change from seed to seed)."""
+    return {**stats, BEST_SINGLE: stats[best]} if stats else {}
+
+
 def paired_against(stats: Mapping[str, MetricStats], method: str, resamples: int, seed: int) -> dict[str, dict]:
     """``method`` minus every other method on the same examples: difference, paired interval, verdict."""
     if not resamples:
@@ -97,4 +120,5 @@ def paired_against(stats: Mapping[str, MetricStats], method: str, resamples: int
             for other in stats if other != method}
 
 
-__all__ = ["LOGIT_ENSEMBLE", "Merge", "Scores", "method_logits", "paired_against", "score_methods"]
+__all__ = ["LOGIT_ENSEMBLE", "EvalConfig", "Merge", "Scores", "method_logits", "paired_against", "score_methods",
+           "with_best_single"]

@@ -18,12 +18,14 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from dfwe.data.tasks import Task
+from dfwe.checkpoints import load_tokenizer, model_task, save_model
+from dfwe.data.encode import Preprocessing
+from dfwe.data.records import Task
 from dfwe.io import atomic_dir, atomic_write_text
+from dfwe.merge.fold import DevFold
+from dfwe.merge.methods import METHODS, get_method
 from dfwe.merge.space import WeightSpace
 from dfwe.modeling import DfwePreTrainedModel
-from dfwe.models import save_model
-from dfwe.shapes.base import Preprocessing
 
 
 def export_merged(model: DfwePreTrainedModel, tokenizer: Any, out_dir: Path, weights: np.ndarray,
@@ -75,19 +77,36 @@ def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Pa
         else:
             value = [{"filter": n, "value": float(per_tensor[n][i])} for n in names]
         entries.append({"model": _relative(path, relative_to), "parameters": {"weight": value}})
-    mergekit_method = {"dare": "dare_linear"}.get(method, method)
-    config: dict = {"merge_method": mergekit_method, "models": entries, "dtype": "float32", "out_dtype": "float32",
+    config: dict = {"merge_method": get_method(method).mergekit, "models": entries, "dtype": "float32", "out_dtype": "float32",
                     "parameters": {"normalize": False}}
     if base is not None:
         config["base_model"] = _relative(base, relative_to)
-    if method in ("ties", "dare"):
+    if get_method(method).sparsify is not None:
         config["parameters"]["density"] = density
     return config
 
 
 def write_mergekit_yaml(path: Path, config: dict) -> None:
-    exact = config["merge_method"] in ("linear", "task_arithmetic")
+    exact = any(m.mergekit == config["merge_method"] and m.exact_in_mergekit for m in METHODS.values())
     header = ("# Reproduce this merge with: dfwe mergekit mergekit.yaml OUT_DIR  (paths are relative to this file)\n"
               if exact else
               "# mergekit's nearest recipe: its TIES/DARE differ from dfwe's (peft semantics); merged/ is exact\n")
     atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False))
+
+
+def export_merge(out_dir: Path, fold: DevFold, weights: np.ndarray, method: str, ingredients: Sequence[str],
+                 base: Path | None = None) -> None:
+    """Write ``fold``'s merge at ``weights`` as ``out_dir/merged`` (prepared as its first ingredient, with its
+    tokenizer) and the mergekit recipe that reproduces it as ``out_dir/mergekit.yaml``.
+
+    The recipe names the ingredient folders relative to ``out_dir``; a refit head (which no weighting of the
+    ingredients gives) is read from ``merged/`` itself.
+    """
+    folders = [Path(path) for path in fold.space.ingredients]
+    task, prep = model_task(folders[0])
+    fold.merge(method, weights)  # the live model becomes the merge (head rule included)
+    export_merged(fold.model, load_tokenizer(folders[0]), out_dir / "merged", weights, ingredients, method,
+                  fold.space.grouping.labels, prep, task)
+    head_from = out_dir / "merged" if fold.head_train is not None else None
+    write_mergekit_yaml(out_dir / "mergekit.yaml", mergekit_config(fold.space, weights, folders, method, base,
+                                                                   relative_to=out_dir, head_from=head_from))

@@ -18,6 +18,7 @@ from dfwe.errors import BadInput
 
 _LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 KINDS = ("embeddings", "attention", "feed_forward", "norms", "head")
+GRANULARITIES = ("model", "layer", "block", "kind")
 
 
 def layer_index(name: str) -> int | None:
@@ -47,8 +48,8 @@ def group_of(name: str, granularity: str, block_size: int = 1) -> str:
     kind = parameter_kind(name)
     if granularity == "kind":
         return kind
-    if granularity not in ("layer", "block"):
-        raise BadInput(f"granularity: unknown value '{granularity}' (use model, layer, block or kind)")
+    if granularity not in GRANULARITIES:
+        raise BadInput(f"granularity: unknown value '{granularity}' (use {', '.join(GRANULARITIES)})")
     if kind in ("embeddings", "head"):
         return kind
     index = layer_index(name)

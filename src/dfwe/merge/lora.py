@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors import safe_open
 
+from dfwe.checkpoints import read_tensors
 from dfwe.errors import BadInput
-from dfwe.merge.space import WeightSpace, tensor_layout, checkpoint_files
+from dfwe.merge.space import WeightSpace, tensor_layout
 
 _PREFIX = "base_model.model."
 
@@ -41,9 +41,7 @@ def read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise BadInput(f"{config_path}: peft_type {config.get('peft_type')!r} is not LORA")
     if config.get("use_dora"):
         raise BadInput(f"{config_path}: DoRA adapters are not linear in their weights; dfwe merges plain LoRA only")
-    with safe_open(str(weights_path), framework="pt") as handle:
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    return config, tensors
+    return config, read_tensors(weights_path)
 
 
 def dense_updates(config: dict, tensors: dict[str, torch.Tensor], origin: Path) -> tuple[dict[str, torch.Tensor],
@@ -77,10 +75,7 @@ def lora_space(base: Path, adapters: Sequence[Path], device: str | torch.device 
 
     Only tensors some adapter changes are held; a live model bound to it keeps every other base weight.
     """
-    base_tensors: dict[str, torch.Tensor] = {}
-    for file in checkpoint_files(base):
-        with safe_open(str(file), framework="pt") as handle:
-            base_tensors.update({n: handle.get_tensor(n) for n in handle.keys()})
+    base_tensors = read_tensors(base)
     per_adapter = [dense_updates(*read_adapter(a), a) for a in adapters]
     names = sorted({n for updates, full in per_adapter for n in (*updates, *full)})
     for name in names:

@@ -23,9 +23,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from dfwe.checkpoints import weight_files
 from dfwe.errors import BadInput
 from dfwe.merge.groups import Grouping, make_grouping
-from dfwe.merge.methods import coefficients
+from dfwe.merge.methods import coefficients, sparsified_rows
 
 _CHUNK = 1 << 22  # values per row converted at a time when storage is bfloat16
 
@@ -41,21 +42,6 @@ class TensorSlot:
     @property
     def numel(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
-
-
-def checkpoint_files(path: Path) -> list[Path]:
-    """The safetensors file(s) of a checkpoint: a ``.safetensors`` file or a transformers folder."""
-    if path.is_file() and path.suffix == ".safetensors":
-        return [path]
-    if path.is_dir():
-        index = path / "model.safetensors.index.json"
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return [path / shard for shard in shards]
-        if (path / "model.safetensors").is_file():
-            return [path / "model.safetensors"]
-        raise BadInput(f"{path}: no model.safetensors in this folder (dfwe reads safetensors checkpoints only)")
-    raise BadInput(f"{path}: checkpoint not found (give a transformers folder or a .safetensors file)")
 
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -79,7 +65,7 @@ def _file_header(file: Path) -> tuple[dict, int]:
 def read_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """``name -> (shape, dtype)`` for the floating-point tensors of a checkpoint, without reading them."""
     out = {}
-    for file in checkpoint_files(path):
+    for file in weight_files(path):
         header, _ = _file_header(file)
         out.update({name: (tuple(info["shape"]), info["dtype"]) for name, info in header.items()
                     if info["dtype"] in _DTYPES})
@@ -139,11 +125,6 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, tuple[tuple[int, ...], 
     return reference
 
 
-def _check_finite(tensor: torch.Tensor, name: str, origin: str) -> None:
-    if not torch.isfinite(tensor).all():
-        raise BadInput(f"tensor '{name}' in {origin} holds NaN or Inf values")
-
-
 class WeightSpace:
     """Stacked checkpoints plus a live flat buffer that a model's parameters point into.
 
@@ -171,28 +152,6 @@ class WeightSpace:
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
-    def from_state_dicts(cls, states: Sequence[Mapping[str, torch.Tensor]], ingredients: Sequence[str],
-                         base: Mapping[str, torch.Tensor] | None = None, device: str | torch.device = "cpu",
-                         storage_dtype: torch.dtype = torch.float32) -> "WeightSpace":
-        """Stack in-memory state dicts (all with the names and shapes of the first)."""
-        rows = [*states, *([base] if base is not None else [])]
-        names = [n for n, t in states[0].items() if t.is_floating_point()]
-        slots = tensor_layout([(n, tuple(states[0][n].shape)) for n in names])
-        stacked = torch.empty((len(rows), slots[-1].offset + slots[-1].numel), dtype=storage_dtype, device=device)
-        labels = [*ingredients, *(["base"] if base is not None else [])]
-        for r, (state, label) in enumerate(zip(rows, labels)):
-            for slot in slots:
-                if slot.name not in state:
-                    raise BadInput(f"tensor '{slot.name}' is missing from ingredient '{label}'")
-                tensor = state[slot.name]
-                if tuple(tensor.shape) != slot.shape:
-                    raise BadInput(f"tensor '{slot.name}' has shape {list(slot.shape)} in '{labels[0]}' "
-                                   f"but {list(tensor.shape)} in '{label}'")
-                _check_finite(tensor, slot.name, f"ingredient '{label}'")
-                stacked[r, slot.offset : slot.offset + slot.numel].copy_(tensor.reshape(-1))
-        return cls(slots, stacked, ingredients, has_base=base is not None)
-
-    @classmethod
     def from_checkpoints(cls, paths: Sequence[Path], base: Path | None = None, device: str | torch.device = "cpu",
                          storage_dtype: torch.dtype = torch.float32) -> "WeightSpace":
         """Stack checkpoints, read memory-mapped tensor by tensor, after checking they are compatible."""
@@ -207,7 +166,7 @@ class WeightSpace:
         for r, path in enumerate(all_paths):
             row = stacked[r] if staging is not None else torch.empty(stacked.shape[1], dtype=storage_dtype)
             views = {slot.name: row[slot.offset : slot.offset + slot.numel] for slot in slots}
-            for file in checkpoint_files(path):
+            for file in weight_files(path):
                 read_into(file, views)
             if staging is None:
                 stacked[r].copy_(row)
@@ -237,8 +196,6 @@ class WeightSpace:
 
     def sparsify_(self, method: str, density: float, seed: int = 0) -> "WeightSpace":
         """Turn ingredient rows into TIES or DARE task-vector rows (peft semantics), in place."""
-        from dfwe.merge.sparsify import sparsified_rows
-
         if not self.has_base or self.deltas:
             raise BadInput(f"{method} needs whole checkpoints and a base checkpoint (--base)")
         n = self.num_ingredients

@@ -1,31 +1,37 @@
-"""The artefacts stage: ``results.json``, ``merged/``, ``mergekit.yaml``, ``report.md`` and plots of one run."""
+"""The content of ``results.json``: a run's stage results as one plain dict (what every other tool reads)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from dfwe.config import RunConfig, config_to_dict
 from dfwe.data.prepare import PreparedData
-from dfwe.eval.baselines import DevChoices
-from dfwe.eval.scores import Scores, paired_against
-from dfwe.eval.stats import MetricStats
-from dfwe.io import atomic_write_json
-from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
-from dfwe.report.write import write_report
-from dfwe.search.objective import DevFold
+from dfwe.eval.baselines import BEST_SINGLE, DevChoices
+from dfwe.eval.scores import Scores, paired_against, with_best_single
 from dfwe.search.run import SearchOutcome
 from dfwe.train.experts import Expert
 from dfwe.train.target import MULTITASK_FT, Ingredients
 
-BEST_SINGLE = "best-expert-ft"
+
+@dataclass(frozen=True)
+class RunStages:
+    """The typed results of a run's stages, in the order the pipeline produces them."""
+
+    data: PreparedData
+    experts: dict[str, Expert]
+    ingredients: Ingredients
+    choices: DevChoices
+    search: SearchOutcome
+    scores: Scores
+    barriers: list[dict]
 
 
-def describe_methods(config: RunConfig, ingredients: Ingredients, fold: DevFold, choices: DevChoices,
-                     search: SearchOutcome, scores: Scores) -> dict[str, dict[str, Any]]:
+def describe_methods(config: RunConfig, stages: RunStages) -> dict[str, dict[str, Any]]:
     """Every method's scores, intervals and what it is made of (weights, recipe, head)."""
+    ingredients, choices, search, scores = stages.ingredients, stages.choices, stages.search, stages.scores
     names = ingredients.names
     merged_head = "refit" if config.merge.head == "refit" else "average"
     methods: dict[str, dict[str, Any]] = {}
@@ -39,33 +45,17 @@ def describe_methods(config: RunConfig, ingredients: Ingredients, fold: DevFold,
         elif method == "greedy-soup":
             entry.update(weights=choices.greedy.tolist(), head=merged_head)
         elif method == "dfwe":
-            entry.update(weights=search.weights.tolist(), groups=list(fold.space.grouping.labels),
-                         method=search.space.method, head=merged_head)
+            entry.update(weights=search.weights.tolist(), groups=list(search.groups), method=search.space.method,
+                         head=merged_head)
         methods[method] = entry
     methods[BEST_SINGLE] = {**methods[names[choices.best]], "selected": names[choices.best]}
     return methods
 
 
-def with_best_single(stats: Mapping[str, MetricStats], best: str) -> dict[str, MetricStats]:
-    """Per-example statistics with ``best-expert-ft`` added as the ingredient chosen on dev, so that it is
-    compared pairwise like every other method (which ingredient it is may change from seed to seed)."""
-    return {**stats, BEST_SINGLE: stats[best]} if stats else {}
-
-
-def write_run_outputs(out_dir: Path, config: RunConfig, data: PreparedData, tokenizer: Any,
-                      experts: dict[str, Expert], ingredients: Ingredients, fold: DevFold, choices: DevChoices,
-                      search: SearchOutcome, scores: Scores, barriers: list[dict], timing: dict[str, float],
-                      device: str) -> dict[str, Any]:
-    """Write every artefact of a run into ``out_dir`` and return the ``results.json`` content."""
+def run_results(config: RunConfig, stages: RunStages, timing: dict[str, float], device: str) -> dict[str, Any]:
+    """The ``results.json`` content of a run."""
+    data, ingredients, choices, scores = stages.data, stages.ingredients, stages.choices, stages.scores
     task = data.target
-    fold.merge(search.space.method, search.weights)  # the live model becomes dfwe's merge (head rule included)
-    export_merged(fold.model, tokenizer, out_dir / "merged", search.weights, ingredients.names, search.space.method,
-                  fold.space.grouping.labels, data.prep, task)
-    base = ingredients.origin if search.space.method == "task_arithmetic" else None
-    head_from = out_dir / "merged" if config.merge.head == "refit" else None
-    write_mergekit_yaml(out_dir / "mergekit.yaml",
-                        mergekit_config(fold.space, search.weights, ingredients.folders, search.space.method, base,
-                                        relative_to=out_dir, head_from=head_from))
     best = ingredients.names[choices.best]
     paired = {split: paired_against(with_best_single(stats, best), "dfwe", config.eval.bootstrap, config.seed)
               for split, stats in (("test", scores.test_stats), ("validation", scores.validation_stats)) if stats}
@@ -76,22 +66,20 @@ def write_run_outputs(out_dir: Path, config: RunConfig, data: PreparedData, toke
                               "test": len(data.test.examples),
                               **({"validation": len(data.validation.examples)} if data.validation else {})},
                  "truncated": data.truncation()},
-        "methods": describe_methods(config, ingredients, fold, choices, search, scores),
+        "methods": describe_methods(config, stages),
         "paired": paired,
-        "barriers": barriers,
-        "search": search.summary(config.search.objective),
+        "barriers": stages.barriers,
+        "search": stages.search.summary(config.search.objective),
         "ingredients": ingredients.names,
         # the content keys of the cached artefacts this run used (see dfwe.cache)
-        "cache_keys": {"experts": {name: expert.key for name, expert in experts.items()},
+        "cache_keys": {"experts": {name: expert.key for name, expert in stages.experts.items()},
                        "ingredients": dict(zip(ingredients.names, ingredients.keys))},
         "dev_choices": {"metric": task.metric, "scores": dict(zip(ingredients.names, choices.scores)),
-                        "best": ingredients.names[choices.best], "greedy": choices.greedy.tolist()},
+                        "best": best, "greedy": choices.greedy.tolist()},
         "few_shot": {"train_ids": [e.id for e in data.train.examples], "dev_ids": [e.id for e in data.dev.examples]},
         "device": device,
         "timing_seconds": timing,
     }
     if MULTITASK_FT not in ingredients.names:
         results["note"] = "one source task: no separate multitask expert"
-    atomic_write_json(out_dir / "results.json", results)
-    write_report(out_dir, results)
     return results

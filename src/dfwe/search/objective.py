@@ -6,72 +6,25 @@ them. Lower is better: the loss as is, metrics negated. An objective may mix sev
 (``{"calibrated_loss": 1, "weighted_f1": 0.5}``). An optional penalty pulls weights towards uniform,
 towards an anchor, or towards zero (L1).
 
-With ``merge.head: refit`` a fold refits its model's head on the merged body's features of the fold's
-*train* examples after every merge (:meth:`DevFold.merge`), so the search weighs bodies only.
+With ``merge.head: refit`` a fold refits its model's head after every merge (:class:`dfwe.merge.fold.DevFold`),
+so the search weighs bodies only.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from dfwe.data.encode import ExampleSet
+from dfwe.data.metrics import score
+from dfwe.data.shapes import metrics_of
 from dfwe.errors import BadInput
-from dfwe.eval.metrics import LOWER_IS_BETTER, score
-from dfwe.eval.predict import predict_logits
-from dfwe.merge.space import WeightSpace
-from dfwe.modeling import DfwePreTrainedModel
-from dfwe.models import load_model, resolve_device
+from dfwe.merge.fold import DevFold
+from dfwe.stats import LOWER_IS_BETTER
 
-OBJECTIVES = ("loss", "calibrated_loss", "accuracy", "weighted_f1", "macro_f1", "micro_f1", "token_f1",
-              "exact_match")
 PENALTIES = ("none", "l1", "uniform", "anchor")
-
-
-@dataclass
-class DevFold:
-    """A weight space bound to its live model, the examples it is scored on, and how its head is set."""
-
-    space: WeightSpace
-    model: DfwePreTrainedModel
-    data: ExampleSet
-    head_train: ExampleSet | None = None  # refit: the examples the head is fitted on after every merge
-    probe_c: float = 1.0
-
-    def merge(self, method: str, weights: np.ndarray, refit: bool = True) -> None:
-        """Write the merge into the live model (and, with ``head_train`` and ``refit``, refit its head; a single
-        ingredient is scored with ``refit=False``: as it was trained, with its own head)."""
-        self.space.apply(method, weights)
-        if refit and self.head_train is not None:
-            from dfwe.train.loop import fit_head
-
-            fit_head(self.model, self.head_train.shape, self.head_train.encoded, self.probe_c)
-
-    def logits(self, data: ExampleSet, batch_size: int = 64) -> np.ndarray:
-        """The live model's outputs on ``data``."""
-        return predict_logits(self.model, data.shape, data.encoded, batch_size)
-
-
-@dataclass(frozen=True)
-class FoldSpec:
-    """How to build a :class:`DevFold` anywhere (in this process, or in a Ray worker)."""
-
-    checkpoints: tuple[Path, ...]
-    data: ExampleSet
-    base: Path | None = None
-    device: str = "auto"
-    head_train: ExampleSet | None = None
-    probe_c: float = 1.0
-
-    def build(self) -> DevFold:
-        space = WeightSpace.from_checkpoints(list(self.checkpoints), base=self.base, device=resolve_device(self.device))
-        model = load_model(self.checkpoints[0]).to(space.live.device)
-        space.bind(model)
-        return DevFold(space, model, self.data, self.head_train, self.probe_c)
 
 
 @dataclass(frozen=True)
@@ -104,17 +57,17 @@ class Objective:
     def __init__(self, folds: Sequence[DevFold], method: str = "linear", metric: str = "loss", penalty: str = "none",
                  strength: float = 0.0, anchor: np.ndarray | None = None, batch_size: int = 64, seed: int = 0,
                  mix: dict[str, float] | None = None):
+        if not folds or any(len(fold.data.examples) == 0 for fold in folds):
+            raise BadInput("the dev set is empty: the search needs dev examples to score candidates")
         mix = mix or {metric: 1.0}
-        metrics = {"loss", "calibrated_loss", *folds[0].data.shape.metrics} if folds else set(OBJECTIVES)
+        metrics = metrics_of(folds[0].data.task.shape)
         for name in mix:
             if name not in metrics:
-                raise BadInput(f"objective: '{name}' is not a metric of this task (use {', '.join(sorted(metrics))})")
+                raise BadInput(f"objective: '{name}' is not a metric of this task (use {', '.join(metrics)})")
         if penalty not in PENALTIES:
             raise BadInput(f"penalty: unknown penalty '{penalty}' (use {', '.join(PENALTIES)})")
         if penalty == "anchor" and strength > 0 and anchor is None:
             raise BadInput("penalty 'anchor' needs anchor weights")
-        if not folds or any(len(fold.data.examples) == 0 for fold in folds):
-            raise BadInput("the dev set is empty: the search needs dev examples to score candidates")
         self.folds, self.method, self.mix = list(folds), method, mix
         self.penalty, self.strength, self.anchor, self.batch_size = penalty, strength, anchor, batch_size
         # A low-fidelity score reads a fixed seeded slice of each fold, the same slice for every candidate.

@@ -20,7 +20,6 @@ import numpy as np
 from dfwe.errors import BadInput
 from dfwe.search.spaces import SearchSpace
 
-OPTIMIZERS = ("cma", "ngopt", "random", "optuna-tpe", "optuna-cma", "nelder-mead")
 _SIMPLEX_BOX = (-4.0, 4.0)  # where bounded backends look for softmax logits
 
 
@@ -260,13 +259,15 @@ class OptunaCMA(Optuna):
     sampler_name = "cma"
 
 
-_BACKENDS: dict[str, type[Optimizer]] = {cls.name: cls for cls in
-                                         (CMAES, Nevergrad, RandomSearch, OptunaTPE, OptunaCMA, NelderMead)}
+# Adding an optimiser is one class above and one entry here; the config and the command line take their names from it.
+BACKENDS: dict[str, type[Optimizer]] = {cls.name: cls for cls in
+                                        (CMAES, Nevergrad, RandomSearch, OptunaTPE, OptunaCMA, NelderMead)}
+OPTIMIZERS = tuple(BACKENDS)
 
 
 def make_optimizer(name: str, space: SearchSpace, seed: int, budget: int, sigma0: float = 0.3,
                    workers: int = 1) -> Optimizer:
     """Build a backend by name (see :data:`OPTIMIZERS`)."""
-    if name not in _BACKENDS:
+    if name not in BACKENDS:
         raise BadInput(f"optimizer: unknown optimizer '{name}' (use {', '.join(OPTIMIZERS)})")
-    return _BACKENDS[name](space, seed, budget, sigma0, workers)
+    return BACKENDS[name](space, seed, budget, sigma0, workers)

@@ -1,6 +1,6 @@
 """Parallel scoring on Ray: each worker holds its own copy of the weight space and live model.
 
-Workers are built from :class:`~dfwe.search.objective.FoldSpec` (checkpoint paths and encoded dev data),
+Workers are built from :class:`~dfwe.merge.fold.FoldSpec` (checkpoint paths and encoded dev data),
 so they can live on other machines of a cluster that sees the same checkpoint paths. A batch of candidates
 is dealt round-robin to the workers and the scores come back in ask order, so the journal is the same as a
 serial run's.
@@ -13,7 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from dfwe.errors import BadInput
-from dfwe.search.objective import FoldSpec, Objective, Score
+from dfwe.merge.fold import FoldSpec
+from dfwe.search.objective import Objective, Score
 
 
 class _Worker:

@@ -1,6 +1,6 @@
 """The search loop: ask a batch, score it, journal it, tell it; exactly ``budget`` candidates.
 
-Candidates are asked in batches of ``config.parallel`` and told back in ask order, whoever scored them, so
+Candidates are asked in batches of ``config.batch`` and told back in ask order, whoever scored them, so
 a serial run and a parallel (Ray) run with the same seed produce the same journal. On resume the journal
 is replayed through a fresh optimiser: each asked point must match its journalled one, its journalled
 score is told, and nothing journalled is scored again.
@@ -15,17 +15,77 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
-from dfwe.config import SearchConfig
+from dfwe.data.shapes import Metric
 from dfwe.errors import BadInput
+from dfwe.merge.fold import DevFold, FoldSpec
+from dfwe.merge.groups import GRANULARITIES
 from dfwe.progress import progress_bar
+from dfwe.runtime import RuntimeOptions
+from dfwe.schema import Frozen
 from dfwe.search.journal import Journal, Record
-from dfwe.search.objective import DevFold, FoldSpec, Objective, Score
-from dfwe.search.optimizers import Optimizer, make_optimizer
-from dfwe.search.spaces import SearchSpace, make_space
+from dfwe.search.objective import PENALTIES, Objective, Score
+from dfwe.search.optimizers import OPTIMIZERS, Optimizer, make_optimizer
+from dfwe.search.spaces import SPACES, SearchSpace, make_space
+
+
+class SearchConfig(Frozen):
+    """The derivative-free search over interpolation weights."""
+
+    optimizer: Literal[OPTIMIZERS] = "cma"  # type: ignore[valid-type]
+    budget: int = Field(60, ge=1)
+    space: Literal[SPACES] = "simplex"  # type: ignore[valid-type]
+    granularity: Literal[GRANULARITIES] = "model"  # type: ignore[valid-type]
+    block_size: int = Field(2, ge=1)
+    objective: Metric = "loss"
+    # Optional weighted combination, e.g. {loss: 1.0, weighted_f1: 0.5}: sum of weight x (loss, or -metric).
+    objective_weights: dict[Metric, float] | None = None
+    # The objective is scored on dev only. Anything else is refused: test data never steers a choice.
+    objective_split: Literal["dev"] = "dev"
+    # Where the search starts: uniform weights, the best single ingredient, or the greedy soup (all chosen on
+    # dev), mixed with uniform by init_smoothing so every ingredient stays reachable.
+    init: Literal["uniform", "best", "greedy"] = "uniform"
+    init_smoothing: float = Field(0.1, ge=0, le=1)
+    # With a per-group granularity: first spend this many evaluations on one weight per ingredient, then
+    # search per group starting from (and, with penalty "anchor", pulled towards) that solution.
+    coarse_budget: int = Field(0, ge=0)
+    # Cross-fitting: every ingredient is also fine-tuned on the dev set and scored on the train set, and the
+    # objective pools both folds (twice the scored examples; weights must work for both fine-tunes).
+    crossfit: bool = False
+    penalty: Literal[PENALTIES] = "none"  # type: ignore[valid-type]
+    penalty_strength: float = Field(0.0, ge=0)
+    sigma0: float = Field(0.3, gt=0)
+    # Candidates asked and scored together (journal order depends on it; runtime.workers do not).
+    batch: int = Field(1, ge=1)
+    halving: bool = False
+    halving_fraction: float = Field(0.34, gt=0, lt=1)
+    halving_eta: int = Field(3, ge=2)
+
+    @field_validator("objective_split", mode="before")
+    @classmethod
+    def _dev_only(cls, value: Any) -> Any:
+        if value != "dev":
+            raise ValueError(f"'{value}' is not allowed: the search objective uses dev data only")
+        return value
+
+    @model_validator(mode="after")
+    def _halving_needs_batches(self) -> "SearchConfig":
+        if self.halving and self.batch < self.halving_eta:
+            raise ValueError(f"halving promotes the best 1/{self.halving_eta} of each batch: set batch >= "
+                             f"{self.halving_eta} (got {self.batch})")
+        return self
+
+    @model_validator(mode="after")
+    def _coarse_fits_budget(self) -> "SearchConfig":
+        if self.coarse_budget and self.coarse_budget >= self.budget:
+            raise ValueError(f"coarse_budget ({self.coarse_budget}) must be below budget ({self.budget}): raise "
+                             "search.budget or lower search.coarse_budget (0: no coarse stage)")
+        return self
+
 
 # Scores weight matrices at one fidelity; returns one (Score, worker name) per candidate, in order.
 BatchScorer = Callable[[Sequence[np.ndarray], float], list[tuple[Score, str]]]
@@ -154,11 +214,12 @@ def run_search(space: SearchSpace, optimizer: Optimizer, score_batch: BatchScore
 
 def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, journal_path: Path | None = None,
                    init: np.ndarray | None = None, anchor: np.ndarray | None = None,
-                   specs: Sequence[FoldSpec] | None = None) -> tuple[SearchSpace, SearchResult]:
+                   specs: Sequence[FoldSpec] | None = None, runtime: RuntimeOptions = RuntimeOptions()
+                   ) -> tuple[SearchSpace, SearchResult]:
     """Search merge weights for the folds' shared weight space on dev data, as ``config`` says.
 
     The space's grouping is set from ``config``; ``init`` (``[ingredients]``) is the start point and
-    ``anchor`` the target of the ``anchor`` penalty. With ``config.workers > 1`` candidates are scored by
+    ``anchor`` the target of the ``anchor`` penalty. With ``runtime.workers > 1`` candidates are scored by
     Ray workers built from ``specs``. Returns the search space and every journalled evaluation.
     """
     weight_space = folds[0].space
@@ -169,22 +230,22 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
     anchor_matrix = np.broadcast_to(space.init if anchor is None else anchor, (space.groups, space.ingredients)).copy()
     objective_kwargs = dict(method=space.method, metric=config.objective, mix=config.objective_weights,
                             penalty=config.penalty, strength=config.penalty_strength, anchor=anchor_matrix,
-                            batch_size=config.batch_size, seed=seed)
+                            batch_size=runtime.search_batch_size, seed=seed)
     objective = Objective(folds, **objective_kwargs)
     optimizer = make_optimizer(config.optimizer, space, seed, config.budget, config.sigma0, workers=config.batch)
     halving = Halving(config.halving_fraction, config.halving_eta) if config.halving else None
     scorer: BatchScorer = serial_scorer(objective)
-    if config.workers > 1:
+    if runtime.workers > 1:
         if specs is None:
             raise ValueError("parallel search needs fold specs to build its workers")
         from dfwe.search.parallel import RayScorer
 
-        gpus = 1.0 / config.workers if weight_space.live.device.type == "cuda" else 0.0
-        scorer = RayScorer(specs, config.granularity, config.block_size, objective_kwargs, config.workers,
-                           config.ray_address, gpus)
+        gpus = 1.0 / runtime.workers if weight_space.live.device.type == "cuda" else 0.0
+        scorer = RayScorer(specs, config.granularity, config.block_size, objective_kwargs, runtime.workers,
+                           runtime.ray_address, gpus)
     journal = None
     if journal_path is not None:
-        journal = Journal(journal_path, fingerprint={"search": config.journal_fingerprint(), "seed": seed,
+        journal = Journal(journal_path, fingerprint={"search": config.model_dump(mode="json"), "seed": seed,
                                                      "ingredients": list(weight_space.ingredients),
                                                      "groups": list(weight_space.grouping.labels),
                                                      "init": space.init.tolist()})
@@ -201,10 +262,12 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    """The search stage's result: the final stage's space and evaluations, and the coarse stage's if any."""
+    """The search stage's result: the final stage's space and evaluations, the parameter groups its weights are
+    over, and the coarse stage's evaluations if any."""
 
     space: SearchSpace
     result: SearchResult
+    groups: tuple[str, ...]
     coarse: SearchResult | None = None
 
     @property
@@ -228,7 +291,7 @@ class SearchOutcome:
 
 
 def search_stage(folds: Sequence[DevFold], config: SearchConfig, seed: int, out_dir: Path, start: np.ndarray,
-                 specs: Sequence[FoldSpec] | None = None) -> SearchOutcome:
+                 specs: Sequence[FoldSpec] | None = None, runtime: RuntimeOptions = RuntimeOptions()) -> SearchOutcome:
     """The whole search: with a per-group granularity and ``coarse_budget``, first one weight per ingredient
     (journal ``journal-coarse.sqlite``), then per group from that solution, which the ``anchor`` penalty pulls
     towards: per-group weights shrunk towards the global ones."""
@@ -237,10 +300,10 @@ def search_stage(folds: Sequence[DevFold], config: SearchConfig, seed: int, out_
         coarse_config = config.model_copy(update={"granularity": "model", "budget": config.coarse_budget,
                                                   "coarse_budget": 0})
         _, coarse = search_weights(folds, coarse_config, seed, out_dir / "journal-coarse.sqlite", init=start,
-                                   specs=specs)
+                                   specs=specs, runtime=runtime)
         start = coarse.best.weights[0]
     fine_config = config.model_copy(update={"budget": config.budget - (config.coarse_budget if coarse else 0),
                                             "coarse_budget": 0})
     space, result = search_weights(folds, fine_config, seed, out_dir / "journal.sqlite", init=start, anchor=start,
-                                   specs=specs)
-    return SearchOutcome(space, result, coarse)
+                                   specs=specs, runtime=runtime)
+    return SearchOutcome(space, result, folds[0].space.grouping.labels, coarse)

@@ -15,20 +15,42 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 import torch
+from pydantic import Field
 from safetensors.torch import save_file
 
 from dfwe.cache import content_key, write_key
-from dfwe.config import ExpertsConfig
+from dfwe.checkpoints import new_model, save_model
 from dfwe.data.prepare import TaskSplits
+from dfwe.errors import BadInput
 from dfwe.io import atomic_dir
-from dfwe.models import BaseModel, new_model, save_model
-from dfwe.train.loop import fine_tune
+from dfwe.schema import Frozen
+from dfwe.train.base import BaseModel
+from dfwe.train.loop import TrainConfig, fine_tune
 
 MULTITASK = "multitask"
 TRAIN_LOG = "dfwe-train.json"
+
+
+class ExpertsConfig(Frozen):
+    """Source experts: one per source task, plus one multitask expert over all of them."""
+
+    train: TrainConfig = TrainConfig(lr=5e-5, epochs=2, batch_size=32)
+    multitask: bool = True
+    # Multitask batches come from one task at a time, tasks drawn with probability ~ size ** (1 / temperature).
+    temperature: float = Field(1.0, gt=0)
+    # Optimizer steps per multitask epoch (default: as many as one pass over every source's rows takes).
+    multitask_steps: int | None = Field(None, ge=1)
+    # Where single-task experts start: the base, or the multitask expert (model ratatouille).
+    start: Literal["base", "multitask"] = "base"
+    # Seed of the experts and of their source subsamples; None: the run's seed. Fixing it lets runs at
+    # several seeds share one set of experts (the expensive stage), varying only the few-sample target.
+    seed: int | None = Field(None, ge=0)
+
+    def resolved_seed(self, run_seed: int) -> int:
+        return run_seed if self.seed is None else self.seed
 
 
 @dataclass(frozen=True)
@@ -89,8 +111,6 @@ def train_experts(config: ExpertsConfig, base: BaseModel, sources: Mapping[str, 
         multitask = train_expert(MULTITASK, sources, base, config, seed, device, cache_dir)
     start = multitask if config.start == MULTITASK else None
     if config.start == MULTITASK and multitask is None:
-        from dfwe.errors import BadInput
-
         raise BadInput("experts.start: 'multitask' needs experts.multitask: true and at least two sources")
     for name, splits in sources.items():
         experts[name] = train_expert(name, {name: splits}, base, config, seed, device, cache_dir, start)

@@ -15,18 +15,52 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Literal, Mapping
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
-from dfwe.config import TrainConfig
-from dfwe.data.encode import Batch, EncodedSet, ExampleSet, eval_batches, full_batch, train_batches
-from dfwe.eval.metrics import LOWER_IS_BETTER, score
-from dfwe.eval.predict import predict_logits
+from dfwe.data.encode import Batch, train_batches
+from dfwe.data.metrics import score
+from dfwe.data.sets import ExampleSet
+from dfwe.data.shapes import Metric, metrics_of
+from dfwe.errors import BadInput
+from dfwe.forward import fit_head, predict_logits
 from dfwe.modeling import DfwePreTrainedModel
 from dfwe.progress import progress_bar
-from dfwe.shapes.base import TaskShape
+from dfwe.schema import Frozen
+from dfwe.stats import LOWER_IS_BETTER
+
+
+class TrainConfig(Frozen):
+    """One fine-tuning recipe; experts and target fine-tunes each get one."""
+
+    lr: float = Field(5e-5, gt=0)
+    # Full fine-tuning epochs after the optional linear probe (0 with linear_probe: the probe alone).
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(16, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    # "best" keeps the epoch with the best dev score (dev only, never test); "last" keeps the final one.
+    select: Literal["best", "last"] = "best"
+    select_metric: Metric = "loss"  # any task's loss, or a metric of the task's shape
+    patience: int | None = Field(None, ge=1)
+    # LP-FT: first fit the classification head alone on frozen features (L2-regularised logistic regression,
+    # full batch), then fine-tune everything. Few-sample fine-tuning from a random head distorts the
+    # expert's features; a fitted head leaves far less to change.
+    linear_probe: bool = False
+    probe_c: float = Field(1.0, gt=0)  # inverse L2 strength, as scikit-learn's C
+    # Train the body only: the head stays where it started (a probe shared by every ingredient keeps one
+    # meaning across them, so their heads stay averageable).
+    freeze_head: bool = False
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> "TrainConfig":
+        if self.epochs == 0 and not self.linear_probe:
+            raise ValueError("epochs: 0 trains nothing; set epochs >= 1 or linear_probe: true")
+        return self
 
 
 @dataclass
@@ -66,60 +100,6 @@ def _is_better(metric: str, new: float, old: float | None) -> bool:
     return new < old if metric in LOWER_IS_BETTER else new > old
 
 
-@torch.no_grad()
-def body_features(model: DfwePreTrainedModel, shape: TaskShape, data: EncodedSet, batch_size: int = 64
-                  ) -> torch.Tensor:
-    """What the head reads for every row of ``data`` (eval mode: no dropout), in row order, padded to full width."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    pieces: list[tuple[torch.Tensor, torch.Tensor]] = []
-    try:
-        for batch in eval_batches(data, batch_size):
-            pieces.append((batch.rows, shape.features(model, batch.to(device)).float()))
-    finally:
-        model.train(was_training)
-    width = data.input_ids.shape[-1]
-    sample = pieces[0][1]
-    # token features ([rows, L, H]) are padded to the set's width; pooled ones have no token axis
-    shape_out = (len(data), width, sample.shape[-1]) if not shape.pooled else (len(data), *sample.shape[1:])
-    out = torch.zeros(shape_out, dtype=torch.float32, device=sample.device)
-    for rows, piece in pieces:
-        rows = rows.to(out.device)
-        if shape.pooled:
-            out[rows] = piece
-        else:
-            out[rows, : piece.shape[1]] = piece
-    return out
-
-
-def fit_head(model: DfwePreTrainedModel, shape: TaskShape, train: EncodedSet, c: float = 1.0,
-             batch_size: int = 64) -> None:
-    """Fit the head alone on frozen features: full-batch L-BFGS on the shape's loss + ||W||^2 / (2 C n).
-
-    For classification this is scikit-learn's ``LogisticRegression(C=c)`` divided by ``C n`` (weights, not
-    biases, are penalised); for every shape the objective is convex in the head, so the fit is deterministic
-    and independent of where the head started.
-    """
-    features = body_features(model, shape, train, batch_size)
-    batch = full_batch(train).to(features.device)
-    penalised = [p for name, p in model.head.named_parameters() if not name.endswith("bias")]
-    optimizer = torch.optim.LBFGS(model.head.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-7,
-                                  tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
-    was_training = model.training
-    model.eval()
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = shape.loss(shape.head_logits(model, features, batch), batch.labels)
-        loss = loss + sum((p**2).sum() for p in penalised) / (2 * c * len(train))
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    model.train(was_training)
-
-
 def dev_scores(models: Mapping[str, DfwePreTrainedModel], dev: Mapping[str, ExampleSet]) -> dict[str, dict]:
     """Every task's dev metrics under its model."""
     return {task: score(predict_logits(models[task], data.shape, data.encoded), data) for task, data in dev.items()}
@@ -133,6 +113,10 @@ def fine_tune(models: Mapping[str, DfwePreTrainedModel], train: Mapping[str, Exa
     With ``recipe.select == 'best'`` the epoch whose mean dev score over tasks is best is kept. An epoch is
     ``steps_per_epoch`` steps (default: one pass over every task's rows).
     """
+    for name, data in (dev or {}).items():
+        if recipe.select_metric not in metrics_of(data.task.shape):
+            raise BadInput(f"select_metric: '{recipe.select_metric}' is not a metric of task '{name}' (a "
+                           f"{data.task.shape} task: use {', '.join(metrics_of(data.task.shape))})")
     device = next(next(iter(models.values())).parameters()).device
     rng = np.random.default_rng([seed, 0x7A1])
     torch.manual_seed(seed)

@@ -7,7 +7,7 @@ and keeps the one whose kept epoch scores best on the few-sample dev set, by the
 Heads (``target.head``): every ingredient must end with a head that means the same thing as the others',
 or their average is meaningless.
 
-* ``shared``: a probe (logistic regression on frozen features, see :func:`dfwe.train.loop.fit_head`) is fitted
+* ``shared``: a probe (logistic regression on frozen features, see :func:`dfwe.forward.fit_head`) is fitted
   *once*, on the pretrained model's features of the few-sample train set, and every ingredient starts from it
   (grid entries without the probe start from one shared seeded random head instead). With
   ``freeze_head`` the bodies learn to feed that one head.
@@ -23,23 +23,59 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import torch
+from pydantic import ValidationError, field_validator, model_validator
 
 from dfwe.cache import content_key, write_key
-from dfwe.config import TargetConfig, TrainConfig
-from dfwe.data.encode import ExampleSet
+from dfwe.checkpoints import new_model, save_model
+from dfwe.data.encode import Preprocessing
+from dfwe.data.sets import ExampleSet
+from dfwe.forward import fit_head
 from dfwe.io import atomic_dir
-from dfwe.models import BaseModel, new_model, save_model
-from dfwe.shapes.base import Preprocessing
+from dfwe.schema import Frozen
+from dfwe.stats import LOWER_IS_BETTER
+from dfwe.train.base import BaseModel
 from dfwe.train.experts import MULTITASK, TRAIN_LOG, Expert
-from dfwe.eval.stats import LOWER_IS_BETTER
-from dfwe.train.loop import fine_tune, fit_head
+from dfwe.train.loop import TrainConfig, fine_tune
 
 BASE_FT = "base-ft"
 MULTITASK_FT = "multitask-ft"
 ORIGIN = "origin"
+
+
+class TargetConfig(Frozen):
+    """The few-sample fine-tune every ingredient gets (see :mod:`dfwe.train.target`)."""
+
+    train: TrainConfig = TrainConfig(lr=5e-5, epochs=15, batch_size=16)
+    # Overrides of `train`, one recipe each: every ingredient (and so every single-model baseline) tries all
+    # and keeps the one whose kept epoch is best on dev by train.select_metric. None: `train` alone.
+    grid: list[dict[str, Any]] | None = None
+    # "shared": one probe fitted on the pretrained model's features starts every ingredient;
+    # "own": each ingredient fits its own probe (with train.linear_probe), so heads differ between them.
+    head: Literal["shared", "own"] = "own"
+    include_base: bool = True
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_recipes(cls, grid: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for entry in grid or []:
+            unknown = sorted(set(entry) - set(TrainConfig.model_fields))
+            if unknown:
+                raise ValueError(f"grid entry {entry}: '{unknown[0]}' is not a training setting")
+        return grid
+
+    @model_validator(mode="after")
+    def _grid_entries_valid(self) -> "TargetConfig":
+        for index, entry in enumerate(self.grid or []):
+            try:
+                TrainConfig.model_validate({**self.train.model_dump(), **entry})
+            except ValidationError as error:
+                first = error.errors()[0]
+                raise ValueError(f"grid entry {index} ({entry}): {'.'.join(map(str, first['loc']))}: "
+                                 f"{first['msg']}") from None
+        return self
 
 
 def ingredient_name(expert: str) -> str:

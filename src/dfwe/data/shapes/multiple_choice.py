@@ -15,12 +15,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from dfwe.data.encode import Batch, EncodedSet, encode_pairs
-from dfwe.data.tasks import Example, Task
+from dfwe.data.encode import Batch, EncodedSet, Preprocessing, encode_pairs
+from dfwe.data.records import Example, Task
+from dfwe.data.shapes.base import TaskShape
 from dfwe.errors import BadInput
-from dfwe.eval.stats import MetricStats, mean_stats
 from dfwe.modeling import DfweForMultipleChoice, DfwePreTrainedModel
-from dfwe.shapes.base import Preprocessing, TaskShape
+from dfwe.stats import MetricStats, mean_stats
 
 PLACEHOLDER = "@placeholder"
 

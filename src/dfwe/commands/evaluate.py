@@ -6,14 +6,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dfwe.data.encode import ExampleSet
+from dfwe.checkpoints import load_model, load_tokenizer, model_task
+from dfwe.data.metrics import intervals, score
+from dfwe.data.sets import ExampleSet
+from dfwe.data.shapes import get_shape
 from dfwe.data.tasks import load_task
 from dfwe.errors import BadInput
-from dfwe.eval.metrics import metric_stats, score
-from dfwe.eval.predict import predict_logits
-from dfwe.eval.stats import interval
-from dfwe.models import load_model, load_tokenizer, model_task, resolve_device
-from dfwe.shapes import get_shape
+from dfwe.forward import predict_logits
+from dfwe.runtime import resolve_device
 
 
 def evaluate_model(model_dir: Path, task_dir: Path, split: str = "test", max_length: int | None = None,
@@ -42,4 +42,4 @@ def evaluate_model(model_dir: Path, task_dir: Path, split: str = "test", max_len
     logits = predict_logits(model, shape, data.encoded)
     return {"model": str(model_dir), "task": str(task_dir), "split": split, "examples": len(examples),
             "metric": task.metric, **score(logits, data),
-            "ci95": interval(metric_stats(logits, data), bootstrap, seed=0) if bootstrap else {}}
+            "ci95": intervals(logits, data, bootstrap, seed=0)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+
 import yaml
 
 from dfwe.errors import BadInput

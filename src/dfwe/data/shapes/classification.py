@@ -14,12 +14,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from dfwe.data.encode import Batch, EncodedSet, encode_pairs, pad_rows
-from dfwe.data.tasks import Example, Task
+from dfwe.data.encode import Batch, EncodedSet, Preprocessing, encode_pairs, pad_rows
+from dfwe.data.records import Example, Task
+from dfwe.data.shapes.base import TaskShape
 from dfwe.errors import BadInput
-from dfwe.eval.stats import MetricStats, classification_stats
 from dfwe.modeling import DfweForSequenceClassification, DfwePreTrainedModel
-from dfwe.shapes.base import Preprocessing, TaskShape
+from dfwe.stats import MetricStats, classification_stats
 
 
 def read_text(record: dict[str, Any], where: str, context_turns: int) -> tuple[str, str, str]:
@@ -86,7 +86,7 @@ class Classification(TaskShape):
                            torch.tensor([index[e.label] for e in examples], dtype=torch.long))
 
     def features(self, model: DfwePreTrainedModel, batch: Batch) -> torch.Tensor:
-        return model.features(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        return model.features(**batch.model_inputs())
 
     def head_logits(self, model: DfwePreTrainedModel, features: torch.Tensor, batch: Batch) -> torch.Tensor:
         return model.head(model.dropout(features)).float()

@@ -1,6 +1,6 @@
 """What a task shape is: how its records are read, encoded, turned into a loss, decoded and measured.
 
-A shape is one small class; :mod:`dfwe.shapes` registers one instance per shape name. Everything else in
+A shape is one small class; :mod:`dfwe.data.shapes` registers one instance per shape name. Everything else in
 dfwe (the training loop, the weight space, the search objective, the baselines, export) works on any shape
 through this interface, so adding a shape is adding one module.
 
@@ -12,32 +12,22 @@ models (the logit ensemble) and scaling them (temperature) keep the padding out 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from dfwe.data.encode import Batch, EncodedSet
-from dfwe.data.tasks import Example, Task
-from dfwe.eval.stats import MetricStats
+from dfwe.data.encode import Batch, EncodedSet, Preprocessing
+from dfwe.data.records import Example, Task
 from dfwe.modeling import DfwePreTrainedModel
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How examples become tokens; carried with every model dfwe writes (``dfwe.json``)."""
-
-    max_length: int = 128
-    context_turns: int = 3
-    stride: int = 64  # spans: tokens shared by consecutive windows of a long context
+from dfwe.stats import MetricStats
 
 
 class TaskShape(ABC):
-    """One task shape (see :mod:`dfwe.shapes`)."""
+    """One task shape (see :mod:`dfwe.data.shapes`)."""
 
     name: ClassVar[str]
-    model_class: ClassVar[type[DfwePreTrainedModel]]
+    model_class: ClassVar[type[DfwePreTrainedModel]]  # what a model of this shape is built and loaded as
     metrics: ClassVar[tuple[str, ...]]  # every metric the shape reports; a task.json names its headline
     pooled: ClassVar[bool] = True  # the head reads pooled features (False: token states)
 

@@ -20,12 +20,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from dfwe.data.encode import Batch, EncodedSet, pad_rows
-from dfwe.data.tasks import Example, Task
+from dfwe.data.encode import Batch, EncodedSet, Preprocessing, pad_rows
+from dfwe.data.records import Example, Task
+from dfwe.data.shapes.base import TaskShape
 from dfwe.errors import BadInput
-from dfwe.eval.stats import MetricStats
 from dfwe.modeling import DfweForQuestionAnswering, DfwePreTrainedModel
-from dfwe.shapes.base import Preprocessing, TaskShape
+from dfwe.stats import MetricStats
 
 MAX_ANSWER_TOKENS = 30
 PUNCTUATION = frozenset(string.punctuation)

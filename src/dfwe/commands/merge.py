@@ -8,11 +8,12 @@ from typing import Sequence
 import numpy as np
 from safetensors.torch import save_file
 
+from dfwe.checkpoints import load_model, load_tokenizer, model_task
 from dfwe.errors import BadInput
 from dfwe.io import claim_output_dir
 from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
+from dfwe.merge.methods import get_method
 from dfwe.merge.space import WeightSpace
-from dfwe.models import load_model, load_tokenizer, model_task
 
 
 def weight_matrix(values: Sequence[float], groups: int, ingredients: int) -> np.ndarray:
@@ -39,10 +40,10 @@ def merge_checkpoints(paths: Sequence[Path], weights: Sequence[float], out_dir: 
     ``out_dir/model.safetensors``. An ``out_dir`` that already holds files is bad input unless ``overwrite``;
     every input is checked, and the merge computed, before ``out_dir`` is touched.
     """
-    if method in ("task_arithmetic", "ties", "dare") and base is None:
+    if get_method(method).needs_base and base is None:
         raise BadInput(f"--method {method} needs --base (the checkpoint task vectors are measured from)")
     space = WeightSpace.from_checkpoints(list(paths), base=base)
-    if method in ("ties", "dare"):
+    if get_method(method).sparsify is not None:
         space.sparsify_(method, density, seed)
     space.set_grouping(granularity, block_size)
     matrix = weight_matrix(weights, space.grouping.size, space.num_ingredients)

@@ -1,7 +1,7 @@
 """Multilabel classification of a text pair: every record carries a non-empty set of labels.
 
 Records take the plain form (``text``, optional ``text_pair``, ``labels``: a non-empty list of label
-names) or the Friends utterance form, read as :mod:`dfwe.shapes.classification` reads them (the pair keeps
+names) or the Friends utterance form, read as :mod:`dfwe.data.shapes.classification` reads them (the pair keeps
 its beginning when cut). One sigmoid per label on pooled features; binary cross-entropy; a label is
 predicted when its probability exceeds 0.5, and the most probable one when none does (FETA's relation
 extraction never has an empty set: a pair without a relation is labelled ``unanswerable``). Scored by micro
@@ -15,13 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from dfwe.data.encode import Batch, EncodedSet
-from dfwe.data.tasks import Example, Task
+from dfwe.data.encode import Batch, EncodedSet, Preprocessing
+from dfwe.data.records import Example, Task
+from dfwe.data.shapes.base import TaskShape
+from dfwe.data.shapes.classification import encoded_set, read_text
 from dfwe.errors import BadInput
-from dfwe.eval.stats import MetricStats
 from dfwe.modeling import DfweForSequenceClassification, DfwePreTrainedModel
-from dfwe.shapes.base import Preprocessing, TaskShape
-from dfwe.shapes.classification import encoded_set, read_text
+from dfwe.stats import MetricStats
 
 
 def label_matrix(label_sets: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:
@@ -75,7 +75,7 @@ class Multilabel(TaskShape):
         return encoded_set(examples, tokenizer, prep.max_length, targets)
 
     def features(self, model: DfwePreTrainedModel, batch: Batch) -> torch.Tensor:
-        return model.features(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        return model.features(**batch.model_inputs())
 
     def head_logits(self, model: DfwePreTrainedModel, features: torch.Tensor, batch: Batch) -> torch.Tensor:
         return model.head(model.dropout(features)).float()

