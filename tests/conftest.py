@@ -33,6 +33,27 @@ def friends_rows(prefix: str, labels: list[str], per_label: int) -> list[dict]:
 
 
 @pytest.fixture
+def dfwe_here(capsys, monkeypatch):
+    """``dfwe ARGS`` in this process (no interpreter start-up per call): a CompletedProcess of its exit code and
+    output; this process's logging is left as it is."""
+    import subprocess
+
+    from transformers.utils import logging as hf_logging
+
+    from dfwe import cli
+
+    monkeypatch.setattr(cli, "_quiet_third_party", lambda: None)
+    monkeypatch.setattr(hf_logging, "_tqdm_active", False)  # no loading bars on stderr (restored after)
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()  # what the test printed before
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+    return call
+
+
+@pytest.fixture
 def small_task(tmp_path: Path) -> Path:
     labels = ["neg", "neu", "pos"]
     return write_task(tmp_path / "small", {"train": friends_rows("tr", labels, 20), "dev": friends_rows("dv", labels, 5),
@@ -121,3 +142,76 @@ def write_tiny_suite(root: Path, dialogues: int = 8, per_dialogue: int = 3) -> P
         if spec is not None:
             (root / shape / "task.json").write_text(json.dumps(spec))
     return root
+
+
+PLAIN_CLASSES = {"classification": "BertForSequenceClassification", "span": "BertForQuestionAnswering",
+                 "multiple_choice": "BertForMultipleChoice"}
+
+
+def plain_checkpoints(out: Path, shape: str, count: int, labels: tuple[str, ...] = LABELS) -> list[Path]:
+    """``count`` plain transformers BERT checkpoints of ``shape``'s class (seeded, different weights), each with a
+    fast word-level tokenizer: what a user brings from anywhere."""
+    import transformers
+    from transformers import BertConfig, BertTokenizerFast
+
+    vocab = out / "vocab.txt"
+    out.mkdir(parents=True, exist_ok=True)
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "ross", "rachel", "hi", ":",
+                                "who", "@placeholder"]))
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    head = ({"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+            if shape == "classification" else {"num_labels": 2})
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, **head)
+    folders = []
+    for i in range(count):
+        torch.manual_seed(200 + i)
+        model = getattr(transformers, PLAIN_CLASSES[shape])(config)
+        folder = out / f"{shape}-{i}"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders.append(folder)
+    return folders
+
+
+def journal_rows(path: Path) -> list[tuple]:
+    """Every journalled candidate of a search: ``(idx, x, objective, fidelity, seconds)``."""
+    import sqlite3
+
+    with sqlite3.connect(str(path)) as db:
+        return db.execute("SELECT idx, x, objective, fidelity, seconds FROM candidates ORDER BY idx").fetchall()
+
+
+def sigkill_mid_search(command: list[str], journal: Path, after_rows: int) -> None:
+    """Run ``dfwe COMMAND`` and SIGKILL it once its journal holds ``after_rows`` candidates (or after 240 s)."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "dfwe.cli", *command], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "DFWE_PROGRESS": "0"})
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if journal.exists() and len(journal_rows(journal)) >= after_rows:
+                break
+        except sqlite3.Error:  # the journal is being created
+            pass
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture
+def earlier_run(tmp_path) -> Path:
+    """An output folder holding an earlier run's results (bytes that no failed command may change)."""
+    out = tmp_path / "out"
+    for folder in ("plots", "merged"):
+        (out / folder).mkdir(parents=True)
+    (out / "results.json").write_text('{"methods": {"dfwe": {}}}')
+    (out / "config.yaml").write_text("seed: 0\n")
+    (out / "plots" / "test_scores.png").write_bytes(b"png")
+    (out / "merged" / "model.safetensors").write_bytes(b"weights")
+    return out

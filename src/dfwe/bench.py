@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dfwe.config import RunConfig, config_from_dict, config_to_dict
+from dfwe.data.tasks import load_tasks
 from dfwe.errors import BadInput
 from dfwe.eval.seeds import average_over_targets, mean_barriers, pooled_paired, summarise, transfer_deltas
-from dfwe.io import atomic_write_json, claim_output_dir
-from dfwe.pipeline import RunOutput, run_pipeline
+from dfwe.io import atomic_write_json, output_folder
+from dfwe.pipeline import RunOutput, prepare_inputs, run_pipeline
 from dfwe.report.submission import write_submission
 from dfwe.report.write import write_bench_report, write_suite_report
+from dfwe.runtime import resolve_device
 
 PER_SEED_KEYS = ("methods", "paired", "barriers", "search", "ingredients", "dev_choices", "timing_seconds")
 
@@ -41,14 +43,28 @@ def bench_seeds(config: RunConfig, seeds: Sequence[int], out_dir: Path, cache: P
 
 def run_bench(config: RunConfig, seeds: list[int], out_dir: Path, resume: bool = False, overwrite: bool = False,
               cache: Path | None = None) -> dict[str, Any]:
-    """Run ``config`` once per seed (seed replaced) and summarise; returns what ``results.json`` holds."""
-    claim_output_dir(out_dir, {**config_to_dict(config), "bench_seeds": seeds}, resume, overwrite)
-    results, _ = bench_seeds(config, seeds, out_dir, cache or out_dir / "cache")
-    atomic_write_json(out_dir / "results.json", results)
-    shots = f"k = {config.data.shots}" if config.data.sampling == "per_class" else "dialogue fraction"
-    write_bench_report(out_dir, results, f"{config.data.target}, {shots}, seeds {', '.join(map(str, seeds))}",
-                       config.eval.split)
+    """Run ``config`` once per seed (seed replaced) and summarise; returns what ``results.json`` holds.
+
+    Every seed's inputs are read and checked before ``out_dir`` is touched; an ``overwrite`` benchmark replaces
+    the earlier one only when it has finished.
+    """
+    check_seeds(config, seeds)
+    if config.data.synthetic is None:  # every seed reads the same files: read, check and draw from them once
+        prepare_inputs(config, cache or out_dir / "cache")
+    with output_folder(out_dir, {**config_to_dict(config), "bench_seeds": seeds}, resume, overwrite) as out:
+        results, _ = bench_seeds(config, seeds, out, cache or out / "cache")
+        atomic_write_json(out / "results.json", results)
+        shots = f"k = {config.data.shots}" if config.data.sampling == "per_class" else "dialogue fraction"
+        write_bench_report(out, results, f"{config.data.target}, {shots}, seeds {', '.join(map(str, seeds))}",
+                           config.eval.split)
     return results
+
+
+def check_seeds(config: RunConfig, seeds: Sequence[int]) -> None:
+    """Bad input unless ``config`` is valid with every seed and its device is there."""
+    for seed in seeds:
+        config_from_dict({**config_to_dict(config), "seed": seed}, origin=f"--seeds {seed}")
+    resolve_device(config.runtime.device)
 
 
 def suite_tasks(suite: Path) -> list[str]:
@@ -69,32 +85,41 @@ def run_suite(config: RunConfig, suite: Path, seeds: list[int], out_dir: Path, t
     Experts are cached by content, so an expert of a task is trained once per seed and reused by every target
     that lists it; an interrupted suite resumes target by target, seed by seed. Writes ``out/targets/<task>/``
     (a ``dfwe bench`` folder each), ``out/submission/`` (FETA's Codalab layout), ``out/results.json`` and
-    ``out/report.md``.
+    ``out/report.md``. Every target's config and every record of every task are checked before ``out_dir`` is
+    touched; an ``overwrite`` suite replaces the earlier one only when it has finished.
     """
     tasks = suite_tasks(suite)
     chosen = list(targets or tasks)
     unknown = [t for t in [*chosen, *(sources or [])] if t not in tasks]
     if unknown:
         raise BadInput(f"--suite {suite}: no task folder '{unknown[0]}' (tasks: {', '.join(tasks)})")
-    claim_output_dir(out_dir, {**config_to_dict(config), "suite": str(suite), "bench_seeds": seeds,
-                               "targets": chosen, "sources": list(sources or [])}, resume, overwrite)
-    cache = cache or out_dir / "cache"
-    results: dict[str, Any] = {"config": config_to_dict(config), "suite": str(suite), "targets": {}}
-    for target in chosen:
-        target_sources = [t for t in (sources or tasks) if t != target]
-        raw = config_to_dict(config)
-        raw["data"].update(data_dir=str(suite), target=target, sources=target_sources, synthetic=None)
-        target_config = config_from_dict(raw, origin=f"suite target {target}")
-        folder = out_dir / "targets" / target
-        bench, outputs = bench_seeds(target_config, seeds, folder, cache)
-        bench["transfer"] = transfer_deltas([o.compared_stats("test") for o in outputs], bench["task"]["metric"],
-                                            config.eval.bootstrap, seeds[0])
-        atomic_write_json(folder / "results.json", bench)
-        write_bench_report(folder, bench, f"{target} (suite {suite.name}), seeds {', '.join(map(str, seeds))}",
-                           config.eval.split)
-        write_submission(out_dir, target, bench["task"], [o.scores for o in outputs], seeds)
-        results["targets"][target] = bench
-        results["average"] = average_over_targets(results["targets"], seeds)
-        atomic_write_json(out_dir / "results.json", results)  # after every target: a partial suite is readable
-    write_suite_report(out_dir, results, suite.name, seeds)
+    target_configs = {target: suite_target_config(config, suite, target, [t for t in (sources or tasks) if t != target])
+                      for target in chosen}
+    check_seeds(config, seeds)
+    load_tasks(suite, sorted({*chosen, *(sources or tasks)}), config.data.context_turns)
+    marker = {**config_to_dict(config), "suite": str(suite), "bench_seeds": seeds, "targets": chosen,
+              "sources": list(sources or [])}
+    with output_folder(out_dir, marker, resume, overwrite) as out:
+        shared = cache or out / "cache"
+        results: dict[str, Any] = {"config": config_to_dict(config), "suite": str(suite), "targets": {}}
+        for target, target_config in target_configs.items():
+            folder = out / "targets" / target
+            bench, outputs = bench_seeds(target_config, seeds, folder, shared)
+            bench["transfer"] = transfer_deltas([o.compared_stats("test") for o in outputs], bench["task"]["metric"],
+                                                config.eval.bootstrap, seeds[0])
+            atomic_write_json(folder / "results.json", bench)
+            write_bench_report(folder, bench, f"{target} (suite {suite.name}), seeds {', '.join(map(str, seeds))}",
+                               config.eval.split)
+            write_submission(out, target, bench["task"], [o.scores for o in outputs], seeds)
+            results["targets"][target] = bench
+            results["average"] = average_over_targets(results["targets"], seeds)
+            atomic_write_json(out / "results.json", results)  # after every target: a partial suite is readable
+        write_suite_report(out, results, suite.name, seeds)
     return results
+
+
+def suite_target_config(config: RunConfig, suite: Path, target: str, sources: list[str]) -> RunConfig:
+    """``config`` with ``target`` of ``suite`` as its target and ``sources`` as its sources."""
+    raw = config_to_dict(config)
+    raw["data"].update(data_dir=str(suite), target=target, sources=sources, synthetic=None)
+    return config_from_dict(raw, origin=f"suite target {target}")

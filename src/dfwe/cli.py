@@ -63,7 +63,12 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise BadInput(f"--set {pair}: expected KEY=VALUE, e.g. --set search.budget=20")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise BadInput(f"--set {pair}: the value is not valid YAML ({problem}); quote a string, e.g. "
+                           f"--set '{key}=\"...\"'") from None
     return out
 
 
@@ -98,8 +103,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from dfwe.bench import run_bench, run_suite
-    from dfwe.report.tables import summary_table
     from dfwe.config import feta_config_path, friends_config_path, load_config
+    from dfwe.report.tables import summary_table
 
     if args.suite is not None:  # every task of the suite as the target in turn
         config = load_config(args.config or feta_config_path(), parse_overrides(args.set))
@@ -145,7 +150,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     runtime = validated(RuntimeOptions, {"workers": args.workers, "ray_address": args.ray_address}, "runtime")
     results = search_checkpoints(args.checkpoints, args.dev, settings, args.seed, args.out, resume=args.resume,
                                  base=args.base, max_length=args.max_length, context_turns=args.context_turns,
-                                 runtime=runtime, overwrite=args.overwrite)
+                                 runtime=runtime, overwrite=args.overwrite, train_file=args.train, stride=args.stride,
+                                 probe_c=args.probe_c)
     print(json.dumps(results["search"] | {"trace": None, "best_so_far": None}, default=str))
 
 
@@ -153,14 +159,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from dfwe.commands.evaluate import evaluate_model
 
     scores = evaluate_model(args.model_dir, args.task, args.split, max_length=args.max_length,
-                            context_turns=args.context_turns)
+                            context_turns=args.context_turns, stride=args.stride)
     print(json.dumps(scores, indent=2))
 
 
 def cmd_mergekit(args: argparse.Namespace) -> None:
     from dfwe.commands.mergekit import run_mergekit
 
-    run_mergekit(args.recipe, args.out, args.ingredients_dir)
+    run_mergekit(args.recipe, args.out, args.ingredients_dir, overwrite=args.overwrite)
     print(f"mergekit wrote {args.out}/")
 
 
@@ -194,8 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def preprocessing(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--max-length", type=int, help="override the max length recorded in the model's dfwe.json")
-        p.add_argument("--context-turns", type=int, help="override the context turns recorded in dfwe.json")
+        # a plain transformers checkpoint records none of these: Preprocessing's defaults (128, 3, 64) apply
+        p.add_argument("--max-length", type=int, help="tokens per input (default: as the model's dfwe.json records, "
+                                                      "else 128)")
+        p.add_argument("--context-turns", type=int, help="preceding dialogue turns read with an utterance (default: "
+                                                         "as dfwe.json records, else 3)")
+        p.add_argument("--stride", type=int, help="span tasks: tokens shared by consecutive windows of a long "
+                                                  "context (default: as dfwe.json records, else 64)")
 
     def outputs(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -247,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search merge weights for fine-tuned checkpoints on a dev file")
     p.add_argument("checkpoints", type=Path, nargs="+")
     p.add_argument("--dev", type=Path, required=True, help="dev examples (JSONL, Friends or text format)")
+    p.add_argument("--train", type=Path, help="refit the merged model's head on these examples for every candidate "
+                                              "(default: heads are averaged with the bodies)")
+    p.add_argument("--probe-c", type=float, default=1.0, help="with --train: inverse L2 strength of the refit head")
     p.add_argument("--budget", type=int, default=60)
     _choice(p, "--optimizer", "cma", "dfwe.search.optimizers", "OPTIMIZERS", "derivative-free optimiser")
     _choice(p, "--space", "simplex", "dfwe.search.spaces", "SPACES", "search space")
@@ -280,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output folder (mergekit's)")
     p.add_argument("--ingredients-dir", type=Path,
                    help="look the recipe's models up here by folder name (a run moved away from its cache)")
+    p.add_argument("--overwrite", action="store_true", help="replace what OUT already holds (once mergekit is done)")
     p.set_defaults(func=cmd_mergekit)
     return parser
 

@@ -28,15 +28,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dfwe.data.prepare import DataConfig
 from dfwe.data.synthetic import SyntheticConfig
 from dfwe.errors import BadInput
 from dfwe.eval.scores import EvalConfig
+from dfwe.io import read_yaml
 from dfwe.merge.fold import MergeConfig
 from dfwe.runtime import RuntimeOptions
-from dfwe.schema import Frozen, validated
+from dfwe.schema import Frozen, Seed, validated
 from dfwe.search.run import SearchConfig
 from dfwe.train.base import ModelConfig, TinyModelConfig
 from dfwe.train.experts import ExpertsConfig
@@ -49,7 +48,7 @@ _PACKAGED = Path(__file__).parent / "configs"
 class RunConfig(Frozen):
     """Everything one run of the whole method needs: the recipe (what the results depend on) and ``runtime``."""
 
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig
     model: ModelConfig = ModelConfig()
     experts: ExpertsConfig = ExpertsConfig()
@@ -84,10 +83,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> RunConfi
     """Read a YAML config, apply dotted-key overrides (``{"data.shots": 8}``) and validate it."""
     if not path.is_file():
         raise BadInput(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise BadInput(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise BadInput(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():
@@ -96,11 +92,16 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> RunConfi
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``raw["a"]["b"] = value`` for ``dotted == "a.b"``, creating mappings on the way."""
+    """Set ``raw["a"]["b"] = value`` for ``dotted == "a.b"``, creating mappings on the way; a key below a
+    value that is not a mapping is bad input."""
     *parents, leaf = dotted.split(".")
     node = raw
-    for part in parents:
+    for depth, part in enumerate(parents):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            above = ".".join(parents[: depth + 1])
+            raise BadInput(f"--set {dotted}: '{above}' is a value ({node!r}), not a section with keys; "
+                           f"set '{above}' itself, or a key of a section")
     node[leaf] = value
 
 

@@ -6,12 +6,18 @@ through these three functions.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
+from pydantic import Field
 
 from dfwe.data.encode import EncodedSet, eval_batches, full_batch
 from dfwe.data.shapes import TaskShape
 from dfwe.modeling import DfwePreTrainedModel
+
+# The inverse L2 strength of a fitted head, as scikit-learn's C: the bound every setting of it shares.
+InverseL2 = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 @torch.inference_mode()

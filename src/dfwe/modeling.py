@@ -28,11 +28,21 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import (AutoConfig, AutoModel, AutoModelForMultipleChoice, AutoModelForQuestionAnswering,
-                          AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel)
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 from transformers.configuration_utils import SubConfigSpec
-from transformers.modeling_outputs import (MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
-                                           SequenceClassifierOutput)
+from transformers.modeling_outputs import (
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+)
 
 POOLINGS = ("mean", "cls", "max", "pooler")
 

@@ -19,19 +19,20 @@ import numpy as np
 from dfwe.config import RunConfig, config_to_dict
 from dfwe.data.prepare import PreparedData, locate_suite, prepare_data
 from dfwe.data.sets import ExampleSet
+from dfwe.data.shapes import check_metric
 from dfwe.eval.barriers import loss_barriers
 from dfwe.eval.baselines import BEST_SINGLE, DevChoices, choose_on_dev, uniform_weights
 from dfwe.eval.scores import Merge, Scores, score_methods, with_best_single
-from dfwe.io import check_output_dir, claim_output_dir
+from dfwe.io import check_output_dir, output_folder
 from dfwe.merge.fold import FoldSpec
 from dfwe.report.results import RunStages, run_results
 from dfwe.report.write import write_outputs
 from dfwe.runtime import resolve_device, torch_threads
 from dfwe.search.run import search_stage
 from dfwe.stats import MetricStats
-from dfwe.train.base import prepare_base
+from dfwe.train.base import BaseModel, prepare_base
 from dfwe.train.experts import train_experts
-from dfwe.train.target import Ingredients, fine_tune_ingredients
+from dfwe.train.target import Ingredients, fine_tune_ingredients, recipes
 
 
 @dataclass(frozen=True)
@@ -76,45 +77,61 @@ def run_pipeline(config: RunConfig, out_dir: Path, resume: bool = False, overwri
 
 def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool, cache: Path | None) -> RunOutput:
     check_output_dir(out_dir)
-    cache = cache or out_dir / "work"
-    timing = _Timer()
-    source_seed = config.experts.resolved_seed(config.seed)
-    if config.data.synthetic is not None:  # generated data cannot be bad input: claim first, generate inside
-        claim_output_dir(out_dir, config_to_dict(config), resume, overwrite)
-    with timing("data"):
-        suite = locate_suite(config.data, cache, config.seed)
-        base = prepare_base(config.model, suite, cache, config.seed, config.data.max_length_of(config.data.target))
-        data = prepare_data(config.data, suite, base.tokenizer, config.seed, source_seed, config.eval.split,
-                            config.eval.validation)
-    if config.data.synthetic is None:  # real data was read and checked above
-        claim_output_dir(out_dir, config_to_dict(config), resume, overwrite)
     device = resolve_device(config.runtime.device)
-
-    with timing("experts"):
-        experts = train_experts(config.experts, base, data.sources, source_seed, device, cache / "experts")
-    with timing("target"):
-        ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, experts, config.seed, device,
-                                            cache / "ingredients", data.prep)
-        swapped = (fine_tune_ingredients(config.target, base, data.dev, data.train, experts, config.seed, device,
-                                         cache / "ingredients", data.prep) if config.search.crossfit else None)
-    with timing("search"):
-        specs = fold_specs(config, data, ingredients, swapped)
-        folds = [spec.build() for spec in specs]
-        choices = choose_on_dev(folds[0], data.target.metric)
-        search = search_stage(folds, config.search, config.seed, out_dir, search_start(config, choices), specs,
-                              config.runtime)
-    with timing("evaluate"):
-        merges = {"uniform-soup": Merge(uniform_weights(len(ingredients.items))),
-                  "greedy-soup": Merge(choices.greedy), "dfwe": Merge(search.weights, search.space.method)}
-        splits = {"dev": data.dev, "test": data.test, **({"validation": data.validation} if data.validation else {})}
-        scores = score_methods(folds[0], ingredients.keys, ingredients.names, merges, splits, cache / "logits",
-                               head_rule(config, data), config.runtime.eval_batch_size, config.eval.bootstrap,
-                               config.seed)
-        barriers = loss_barriers(folds[0], ingredients.names, data.target.metric) if config.eval.barriers else []
-    stages = RunStages(data, experts, ingredients, choices, search, scores, barriers)
-    results = run_results(config, stages, dict(timing), str(device))
-    write_outputs(out_dir, results, folds[0], ingredients.origin if search.space.method == "task_arithmetic" else None)
+    timing = _Timer()
+    inputs = None
+    if config.data.synthetic is None:  # real data: read and check every file before any output is touched
+        with timing("data"):
+            inputs = prepare_inputs(config, cache or out_dir / "work")
+    # an --overwrite run is built beside the earlier results and replaces them only once it has succeeded
+    with output_folder(out_dir, config_to_dict(config), resume, overwrite) as out:
+        cache = cache or out / "work"
+        with timing("data"):  # the built-in suite is generated into the cache: inside the output
+            base, data = inputs or prepare_inputs(config, cache)
+        source_seed = config.experts.resolved_seed(config.seed)
+        with timing("experts"):
+            experts = train_experts(config.experts, base, data.sources, source_seed, device, cache / "experts")
+        with timing("target"):
+            ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, experts, config.seed,
+                                                device, cache / "ingredients", data.prep)
+            swapped = (fine_tune_ingredients(config.target, base, data.dev, data.train, experts, config.seed, device,
+                                             cache / "ingredients", data.prep) if config.search.crossfit else None)
+        with timing("search"):
+            specs = fold_specs(config, data, ingredients, swapped)
+            folds = [spec.build() for spec in specs]
+            choices = choose_on_dev(folds[0], data.target.metric)
+            search = search_stage(folds, config.search, config.seed, out, search_start(config, choices), specs,
+                                  config.runtime)
+        with timing("evaluate"):
+            merges = {"uniform-soup": Merge(uniform_weights(len(ingredients.items))),
+                      "greedy-soup": Merge(choices.greedy), "dfwe": Merge(search.weights, search.space.method)}
+            splits = {"dev": data.dev, "test": data.test,
+                      **({"validation": data.validation} if data.validation else {})}
+            scores = score_methods(folds[0], ingredients.keys, ingredients.names, merges, splits, cache / "logits",
+                                   head_rule(config, data), config.runtime.eval_batch_size, config.eval.bootstrap,
+                                   config.seed)
+            barriers = loss_barriers(folds[0], ingredients.names, data.target.metric) if config.eval.barriers else []
+        stages = RunStages(data, experts, ingredients, choices, search, scores, barriers)
+        results = run_results(config, stages, dict(timing), str(device))
+        write_outputs(out, results, folds[0], ingredients.origin if search.space.method == "task_arithmetic" else None)
     return RunOutput(results, scores)
+
+
+def prepare_inputs(config: RunConfig, cache: Path) -> tuple[BaseModel, PreparedData]:
+    """The base model and the data stage: every task read and checked, the few-sample sets drawn and encoded,
+    and every metric the recipe selects or searches on checked against the shapes of the tasks it scores."""
+    suite = locate_suite(config.data, cache, config.seed)
+    base = prepare_base(config.model, suite, cache, config.seed, config.data.max_length_of(config.data.target))
+    data = prepare_data(config.data, suite, base.tokenizer, config.seed, config.experts.resolved_seed(config.seed),
+                        config.eval.split, config.eval.validation)
+    target = data.target
+    for recipe in recipes(config.target):
+        check_metric(recipe.select_metric, target.shape, "target.train.select_metric", target.name)
+    for metric in config.search.objective_weights or [config.search.objective]:
+        check_metric(metric, target.shape, "search.objective", target.name)
+    for name, splits in data.sources.items():
+        check_metric(config.experts.train.select_metric, splits.train.task.shape, "experts.train.select_metric", name)
+    return base, data
 
 
 def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients,

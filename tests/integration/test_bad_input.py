@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from conftest import friends_rows, perturbed_copies, write_task
 
@@ -21,16 +20,6 @@ def dfwe(*args: str) -> subprocess.CompletedProcess:
 def snapshot(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def earlier_run(tmp_path) -> Path:
-    out = tmp_path / "out"
-    (out / "plots").mkdir(parents=True)
-    (out / "results.json").write_text('{"methods": {"dfwe": {}}}')
-    (out / "config.yaml").write_text("seed: 0\n")
-    (out / "plots" / "test_scores.png").write_bytes(b"png")
-    return out
 
 
 def friends_suite(root: Path) -> Path:

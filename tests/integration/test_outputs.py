@@ -51,14 +51,9 @@ def assert_one_line(err: str, *needles: str) -> None:
 
 
 @pytest.fixture
-def earlier(tmp_path) -> Path:
+def earlier(earlier_run) -> Path:
     """An output folder holding an earlier command's results."""
-    out = tmp_path / "earlier"
-    (out / "merged").mkdir(parents=True)
-    (out / "results.json").write_text('{"methods": {"dfwe": {}}}')
-    (out / "config.yaml").write_text("seed: 0\n")
-    (out / "merged" / "model.safetensors").write_bytes(b"weights")
-    return out
+    return earlier_run
 
 
 @pytest.fixture

@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import friends_rows, perturbed_copies, write_task
+from conftest import friends_rows, journal_rows, perturbed_copies, sigkill_mid_search, write_task
 
 
 def dfwe(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dfwe.cli", *args], capture_output=True, text=True,
                           env={**os.environ, "DFWE_PROGRESS": "0"})
-
-
-def journal_rows(path: Path) -> list[tuple]:
-    with sqlite3.connect(str(path)) as db:
-        return db.execute("SELECT idx, x, objective, fidelity, seconds FROM candidates ORDER BY idx").fetchall()
 
 
 @pytest.fixture
@@ -44,20 +37,7 @@ def test_sigkill_mid_search_then_resume_matches_an_uninterrupted_run(checkpoints
     assert dfwe("search", *common, "--out", str(reference)).returncode == 0
 
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "dfwe.cli", "search", *common, "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "DFWE_PROGRESS": "0"})
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if (out / "journal.sqlite").exists():
-            try:
-                if len(journal_rows(out / "journal.sqlite")) >= 20:
-                    break
-            except sqlite3.Error:
-                pass
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    sigkill_mid_search(["search", *common, "--out", str(out)], out / "journal.sqlite", after_rows=20)
     before = journal_rows(out / "journal.sqlite")
     assert 20 <= len(before) < 150, "the search finished before it could be killed"
     assert not (out / "results.json").exists()

@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from safetensors.torch import save_file
 
-from dfwe.checkpoints import load_model, load_tokenizer, model_task
+from dfwe.checkpoints import check_one_task, save_tensors_like
 from dfwe.errors import BadInput
-from dfwe.io import claim_output_dir
-from dfwe.merge.export import export_merged, mergekit_config, write_mergekit_yaml
+from dfwe.io import output_folder
+from dfwe.merge.export import mergekit_config, write_mergekit_yaml
 from dfwe.merge.methods import get_method
 from dfwe.merge.space import WeightSpace
+from dfwe.schema import Seed, checked
 
 
 def weight_matrix(values: Sequence[float], groups: int, ingredients: int) -> np.ndarray:
@@ -35,31 +35,30 @@ def merge_checkpoints(paths: Sequence[Path], weights: Sequence[float], out_dir: 
     """Merge ``paths`` with ``weights`` and write ``out_dir``.
 
     ``method`` is linear, task_arithmetic, or ties / dare (peft semantics, trimming to ``density``; DARE's
-    random masks seeded by ``seed``); all but linear need ``base``. A transformers folder in gives a
-    transformers folder out (plus ``dfwe.json`` and ``mergekit.yaml``); bare ``.safetensors`` files in give
+    random masks seeded by ``seed``); all but linear need ``base``. Any transformers checkpoints of one
+    architecture and one task merge (safetensors, the same tensor names and shapes, the same labels): a folder
+    in gives a folder of the same class out, with the first's config and tokenizer (and, for dfwe's folders,
+    ``dfwe.json`` with the merge's provenance), plus ``mergekit.yaml``; bare ``.safetensors`` files in give
     ``out_dir/model.safetensors``. An ``out_dir`` that already holds files is bad input unless ``overwrite``;
-    every input is checked, and the merge computed, before ``out_dir`` is touched.
+    every input is checked, and the merge computed, before ``out_dir`` is touched, and earlier results are only
+    replaced once the new ones are written.
     """
+    paths = [Path(p) for p in paths]
+    checked(Seed, seed, "--seed")
     if get_method(method).needs_base and base is None:
         raise BadInput(f"--method {method} needs --base (the checkpoint task vectors are measured from)")
-    space = WeightSpace.from_checkpoints(list(paths), base=base)
+    if all(path.is_dir() for path in paths):
+        check_one_task(paths)
+    space = WeightSpace.from_checkpoints(paths, base=base)
     if get_method(method).sparsify is not None:
         space.sparsify_(method, density, seed)
     space.set_grouping(granularity, block_size)
     matrix = weight_matrix(weights, space.grouping.size, space.num_ingredients)
-    names = [str(p) for p in paths]
-    if (Path(paths[0]) / "config.json").is_file():
-        model = load_model(Path(paths[0]))
-        task, prep = model_task(Path(paths[0]))
-        space.bind(model)
-        space.apply(method, matrix)
-        claim_output_dir(out_dir, None, resume=False, overwrite=overwrite)
-        export_merged(model, load_tokenizer(Path(paths[0])), out_dir, matrix, names, method, space.grouping.labels,
-                      prep, task)
-    else:
-        space.apply(method, matrix)
-        claim_output_dir(out_dir, None, resume=False, overwrite=overwrite)
-        save_file({k: v.contiguous() for k, v in space.state_dict().items()}, str(out_dir / "model.safetensors"))
-    write_mergekit_yaml(out_dir / "mergekit.yaml",
-                        mergekit_config(space, matrix, list(paths), method, base, density, relative_to=out_dir))
+    space.apply(method, matrix)
+    provenance = {"method": method, "ingredients": [str(p) for p in paths], "groups": list(space.grouping.labels),
+                  "weights": matrix.tolist()}
+    with output_folder(out_dir, None, overwrite=overwrite) as out:
+        save_tensors_like(paths[0], space.state_dict(), out, provenance)
+        write_mergekit_yaml(out / "mergekit.yaml",
+                            mergekit_config(space, matrix, paths, method, base, density, relative_to=out))
     return out_dir

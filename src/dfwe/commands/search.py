@@ -2,47 +2,61 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Sequence
 
-from dfwe.checkpoints import load_tokenizer, model_task
+from dfwe.checkpoints import check_one_task, load_tokenizer, model_task
+from dfwe.data.encode import Preprocessing
 from dfwe.data.metrics import score
 from dfwe.data.sets import ExampleSet
 from dfwe.data.shapes import get_shape
 from dfwe.data.tasks import read_jsonl
 from dfwe.errors import BadInput
-from dfwe.io import claim_output_dir
+from dfwe.forward import InverseL2
+from dfwe.io import output_folder
 from dfwe.merge.fold import FoldSpec
 from dfwe.report.write import write_outputs
 from dfwe.runtime import RuntimeOptions
+from dfwe.schema import Seed, checked
 from dfwe.search.run import SearchConfig, SearchOutcome, search_weights
 
 
-def read_dev(dev_file: Path, checkpoint: Path, max_length: int | None, context_turns: int | None) -> ExampleSet:
-    """The dev file as the checkpoints' task, prepared as they were trained (``dfwe.json``; arguments override)."""
-    task, prep = model_task(checkpoint)
-    prep = replace(prep, **{k: v for k, v in {"max_length": max_length, "context_turns": context_turns}.items()
-                            if v is not None})
-    examples = read_jsonl(dev_file, prep.context_turns, task.shape, task.labels)
+def read_examples(path: Path, checkpoint: Path, prep: Preprocessing, flag: str) -> ExampleSet:
+    """A split file as the checkpoints' task, prepared as ``prep`` says (a label they lack is bad input)."""
+    if path.name.startswith("test"):
+        raise BadInput(f"{flag} {path}: looks like a test split; the search may only read train and dev data")
+    task, _ = model_task(checkpoint)
+    examples = read_jsonl(path, prep.context_turns, task.shape, task.labels)
     return ExampleSet(task, examples, get_shape(task.shape).encode(examples, load_tokenizer(checkpoint), task, prep))
 
 
 def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchConfig, seed: int, out_dir: Path,
                        resume: bool = False, base: Path | None = None, max_length: int | None = None,
                        context_turns: int | None = None, runtime: RuntimeOptions = RuntimeOptions(),
-                       overwrite: bool = False) -> dict[str, Any]:
+                       overwrite: bool = False, train_file: Path | None = None, stride: int | None = None,
+                       probe_c: float = 1.0) -> dict[str, Any]:
     """Search weights for ``paths`` on ``dev_file``; writes ``results.json``, ``journal.sqlite``, ``merged/``,
     ``mergekit.yaml`` and ``report.md``.
 
+    ``paths`` are dfwe's folders or plain transformers task checkpoints of one architecture and one task.
+    Inputs are prepared as the first checkpoint's ``dfwe.json`` says (a plain checkpoint without one:
+    :class:`~dfwe.data.encode.Preprocessing`'s defaults), ``max_length`` / ``context_turns`` / ``stride``
+    overriding. Heads are averaged with the bodies, or, with ``train_file``, refit on every candidate's merged
+    body (a probe of inverse L2 strength ``probe_c``) on those examples.
+
     An ``out_dir`` that already holds files is continued on ``resume`` (same checkpoints, dev file and
-    settings; ``runtime`` may differ), replaced on ``overwrite``, and otherwise refused as bad input; inputs are
-    checked first.
+    settings; ``runtime`` may differ), replaced on ``overwrite`` once the new search has succeeded, and
+    otherwise refused as bad input; every input is checked first.
     """
-    if dev_file.name.startswith("test"):
-        raise BadInput(f"--dev {dev_file}: looks like a test split; the search objective may only use dev data")
-    dev = read_dev(dev_file, Path(paths[0]), max_length, context_turns)
+    paths = [Path(p) for p in paths]
+    checked(Seed, seed, "--seed")
+    checked(InverseL2, probe_c, "--probe-c")
+    check_one_task(paths)
+    prep = model_task(paths[0])[1].overridden("command line", max_length=max_length, context_turns=context_turns,
+                                              stride=stride)
+    dev = read_examples(dev_file, paths[0], prep, "--dev")
+    train = read_examples(train_file, paths[0], prep, "--train") if train_file is not None else None
     if runtime.workers > 1 and find_spec("ray") is None:  # refuse now, not after --overwrite cleared out_dir
         raise BadInput(f"--workers {runtime.workers}: parallel search needs Ray; pip install 'dfwe[ray]' "
                        "(or 'ray[default]'), or use --workers 1")
@@ -50,20 +64,23 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
         raise BadInput("--space task_arithmetic needs --base (the checkpoint task vectors are measured from)")
     config = {"checkpoints": [str(p) for p in paths], "dev": str(dev_file), "base": str(base) if base else None,
               "search": settings.model_dump(mode="json"), "seed": seed, "max_length": max_length,
-              "context_turns": context_turns, "runtime": runtime.model_dump(mode="json")}
-    spec = FoldSpec(tuple(Path(p) for p in paths), dev, base=base, device=runtime.device)
+              "context_turns": context_turns, "runtime": runtime.model_dump(mode="json"),
+              **({"train": str(train_file), "probe_c": probe_c} if train_file is not None else {}),
+              **({"stride": stride} if stride is not None else {})}
+    spec = FoldSpec(tuple(paths), dev, base=base, device=runtime.device, head_train=train, probe_c=probe_c)
     fold = spec.build()
-    claim_output_dir(out_dir, config, resume, overwrite)
-    space, result = search_weights([fold], settings, seed, out_dir / "journal.sqlite", specs=[spec], runtime=runtime)
-    search = SearchOutcome(space, result, fold.space.grouping.labels)
-    fold.merge(space.method, search.weights)
-    results = {
-        "config": config,
-        "task": {"name": dev.task.name, **dev.task.describe()},
-        "methods": {"dfwe": {"dev": score(fold.logits(dev, runtime.eval_batch_size), dev),
-                             "weights": search.weights.tolist(), "ingredients": config["checkpoints"],
-                             "groups": list(search.groups), "method": space.method}},
-        "search": search.summary(settings.objective),
-    }
-    write_outputs(out_dir, results, fold, base)
+    with output_folder(out_dir, config, resume, overwrite) as out:
+        space, result = search_weights([fold], settings, seed, out / "journal.sqlite", specs=[spec], runtime=runtime)
+        search = SearchOutcome(space, result, fold.space.grouping.labels)
+        fold.merge(space.method, search.weights)
+        results = {
+            "config": config,
+            "task": {"name": dev.task.name, **dev.task.describe()},
+            "methods": {"dfwe": {"dev": score(fold.logits(dev, runtime.eval_batch_size), dev),
+                                 "weights": search.weights.tolist(), "ingredients": config["checkpoints"],
+                                 "groups": list(search.groups), "method": space.method,
+                                 "head": "refit" if train is not None else "average"}},
+            "search": search.summary(settings.objective),
+        }
+        write_outputs(out, results, fold, base, prep)
     return results

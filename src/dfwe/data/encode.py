@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
-from typing import Iterator, Sequence
+from typing import Annotated, Iterator, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field
+
+from dfwe.schema import Frozen, validated
+
+# The bounds of every preprocessing value a user gives (the config's data section, the commands' flags, a
+# model's dfwe.json): one set, here.
+MaxLength = Annotated[int, Field(ge=8, description="tokens per input")]
+ContextTurns = Annotated[int, Field(ge=0, description="preceding dialogue turns read with an utterance")]
+Stride = Annotated[int, Field(ge=1, description="tokens shared by consecutive windows of a long context")]
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,20 @@ class Preprocessing:
     max_length: int = 128
     context_turns: int = 3
     stride: int = 64  # spans: tokens shared by consecutive windows of a long context
+
+    def overridden(self, origin: str, **values: int | None) -> "Preprocessing":
+        """This preprocessing with the given values (None: keep); one outside its bounds is bad input naming
+        ``origin`` (where the values came from) and the value."""
+        given = validated(PreprocessingValues, values, origin)
+        return Preprocessing(**{**self.__dict__, **given.model_dump(exclude_none=True)})
+
+
+class PreprocessingValues(Frozen):
+    """Preprocessing values as a user gives them, each within its bounds (None: not given)."""
+
+    max_length: MaxLength | None = None
+    context_turns: ContextTurns | None = None
+    stride: Stride | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Literal, Sequence
 from pydantic import Field, field_validator, model_validator
 
 from dfwe.cache import content_key
-from dfwe.data.encode import Preprocessing
+from dfwe.data.encode import ContextTurns, MaxLength, Preprocessing, Stride
 from dfwe.data.records import Example, Task
 from dfwe.data.sampling import dialogue_fraction, few_shot_split, subsample
 from dfwe.data.sets import ExampleSet
@@ -42,9 +42,9 @@ class DataConfig(Frozen):
     # dialogues: the fraction kept, one for all tasks or per task ({default: 0.1, question_answering: 0.5})
     fraction: float | dict[str, float] = 0.1
     # tokens per input: one value for all tasks, or per task ({default: 128, question_answering: 256})
-    max_length: int | dict[str, int] = 128
-    context_turns: int = Field(3, ge=0)
-    stride: int = Field(64, ge=1)  # span tasks: tokens shared by consecutive windows of a long context
+    max_length: MaxLength | dict[str, MaxLength] = 128
+    context_turns: ContextTurns = 3
+    stride: Stride = 64  # span tasks: tokens shared by consecutive windows of a long context
     source_max_examples: int | None = Field(None, ge=1)
     source_dev_max_examples: int = Field(500, ge=1)
 
@@ -54,14 +54,6 @@ class DataConfig(Frozen):
         for fraction in ([value] if isinstance(value, float | int) else value.values()):
             if not 0 < fraction <= 1:
                 raise ValueError(f"a fraction of dialogues must be in (0, 1], got {fraction}")
-        return value
-
-    @field_validator("max_length")
-    @classmethod
-    def _lengths(cls, value: int | dict[str, int]) -> int | dict[str, int]:
-        for length in ([value] if isinstance(value, int) else value.values()):
-            if length < 8:
-                raise ValueError(f"max_length must be at least 8 tokens, got {length}")
         return value
 
     def max_length_of(self, task: str) -> int:

@@ -14,11 +14,15 @@ import gzip
 import json
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from dfwe.data.records import Example, Task
 from dfwe.data.shapes import SHAPES, get_shape
 from dfwe.errors import BadInput
+from dfwe.io import read_json
+from dfwe.schema import validated
 
 SPLITS = ("train", "dev", "test")
 TASK_FILE = "task.json"
@@ -71,6 +75,8 @@ def _records(path: Path) -> Iterator[tuple[dict, str]]:
             raise BadInput(f"{where}: expected a JSON object")
         if "id" not in record:
             raise BadInput(f"{where}: missing field 'id'")
+        if isinstance(record["id"], bool) or not isinstance(record["id"], str | int):
+            raise BadInput(f"{where}: field 'id' must be a string or an integer, got {record['id']!r}")
         yield record, where
 
 
@@ -80,9 +86,13 @@ def read_jsonl(path: Path, context_turns: int = 3, shape_name: str = "classifica
     checked against them (a label the task lacks is bad input naming file and line)."""
     shape = get_shape(shape_name)
     path = split_file(path)
-    examples = []
+    examples, lines = [], {}
     for record, where in _records(path):
         example = shape.parse(record, where, context_turns)
+        if example.id in lines:  # ids pair predictions with records (and dev with test): one per record
+            raise BadInput(f"{where}: id '{example.id}' is already the id of line {lines[example.id]}; give every "
+                           "record of a split its own id")
+        lines[example.id] = where.rsplit(":", 1)[1]
         if labels is not None:
             shape.check(example, labels, where)
         examples.append(example)
@@ -91,22 +101,48 @@ def read_jsonl(path: Path, context_turns: int = 3, shape_name: str = "classifica
     return tuple(examples)
 
 
-def read_task_file(path: Path) -> dict:
+class TaskSpec(BaseModel):
+    """A folder's ``task.json``: its shape, labels, headline metric, and labels left out of metric averages.
+
+    Other keys (a name, a description, record counts) describe the task for people and are ignored.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    type: Literal[tuple(SHAPES)]  # type: ignore[valid-type]
+    labels: list[Annotated[str, Field(min_length=1)]] | None = None
+    metric: str | None = None
+    metric_ignore_labels: list[str] = []
+
+    @field_validator("labels")
+    @classmethod
+    def _each_label_once(cls, labels: list[str] | None) -> list[str] | None:
+        repeated = [label for i, label in enumerate(labels or []) if label in (labels or [])[:i]]
+        if repeated:
+            raise ValueError(f"label '{repeated[0]}' is listed twice; list each label once")
+        return labels
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_of_the_shape(cls, metric: str | None, info: ValidationInfo) -> str | None:
+        metrics = SHAPES[info.data["type"]].metrics if "type" in info.data else ()
+        if metric is not None and metrics and metric not in metrics:
+            raise ValueError(f"{metric!r} is not one of the {info.data['type']} metrics ({', '.join(metrics)})")
+        return metric
+
+
+def read_task_file(path: Path) -> TaskSpec:
     """A folder's ``task.json`` (shape, labels, metric), or the single-label classification defaults."""
     file = path / TASK_FILE
     if not file.is_file():
-        return {"type": "classification", "metric": "weighted_f1"}
-    try:
-        spec = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadInput(f"{file}: not valid JSON ({error})") from None
-    if spec.get("type") not in SHAPES:
-        raise BadInput(f"{file}: type {spec.get('type')!r} is not a task shape dfwe knows ({', '.join(SHAPES)})")
-    metrics = SHAPES[spec["type"]].metrics
-    if spec.get("metric", metrics[0]) not in metrics:
-        raise BadInput(f"{file}: metric {spec.get('metric')!r} is not one of the {spec['type']} metrics "
-                       f"({', '.join(metrics)})")
-    return spec
+        return TaskSpec(type="classification", metric="weighted_f1")
+    raw = read_json(file)
+    if not isinstance(raw, dict):
+        raise BadInput(f"{file}: expected a JSON object with the task's 'type' (and 'labels', 'metric'), "
+                       f"got a {type(raw).__name__}")
+    if raw.get("type") not in SHAPES:
+        raise BadInput(f"{file}: type {raw.get('type')!r} is not a task shape dfwe knows ({', '.join(SHAPES)})")
+    return validated(TaskSpec, raw, str(file))
 
 
 def load_task(path: Path, context_turns: int = 3, name: str | None = None) -> Task:
@@ -114,20 +150,20 @@ def load_task(path: Path, context_turns: int = 3, name: str | None = None) -> Ta
     if not path.is_dir():
         raise BadInput(f"{path}: task folder not found")
     spec = read_task_file(path)
-    shape = get_shape(spec["type"])
-    declared = tuple(spec["labels"]) if spec.get("labels") else None
-    train = read_jsonl(path / "train.jsonl", context_turns, spec["type"], declared)
+    shape = get_shape(spec.type)
+    declared = tuple(spec.labels) if spec.labels else None
+    train = read_jsonl(path / "train.jsonl", context_turns, spec.type, declared)
     labels = declared or shape.label_space(train)
-    if spec["type"] in ("classification", "multilabel") and len(labels) < 2:
+    if spec.type in ("classification", "multilabel") and len(labels) < 2:
         raise BadInput(f"{path}: needs at least two labels, found {list(labels)}")
-    splits = {"train": train, **{split: read_jsonl(path / f"{split}.jsonl", context_turns, spec["type"], labels)
+    splits = {"train": train, **{split: read_jsonl(path / f"{split}.jsonl", context_turns, spec.type, labels)
                                  for split in SPLITS if split != "train"}}
-    ignored = tuple(spec.get("metric_ignore_labels") or ())
+    ignored = tuple(spec.metric_ignore_labels)
     unknown = [label for label in ignored if label not in labels]
     if unknown:
         raise BadInput(f"{path / TASK_FILE}: metric_ignore_labels names '{unknown[0]}', not one of its labels")
-    return Task(name=name or path.name, path=path, shape=spec["type"], labels=labels,
-                metric=spec.get("metric", shape.metrics[0]), ignore_labels=ignored, splits=splits)
+    return Task(name=name or path.name, path=path, shape=spec.type, labels=labels,
+                metric=spec.metric or shape.metrics[0], ignore_labels=ignored, splits=splits)
 
 
 def load_tasks(data_dir: Path, names: list[str], context_turns: int = 3) -> dict[str, Task]:

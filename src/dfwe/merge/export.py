@@ -18,17 +18,16 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from dfwe.checkpoints import load_tokenizer, model_task, save_model
+from dfwe.checkpoints import TaskModel, load_tokenizer, model_task, save_model
 from dfwe.data.encode import Preprocessing
 from dfwe.data.records import Task
 from dfwe.io import atomic_dir, atomic_write_text
 from dfwe.merge.fold import DevFold
 from dfwe.merge.methods import METHODS, get_method
 from dfwe.merge.space import WeightSpace
-from dfwe.modeling import DfwePreTrainedModel
 
 
-def export_merged(model: DfwePreTrainedModel, tokenizer: Any, out_dir: Path, weights: np.ndarray,
+def export_merged(model: TaskModel, tokenizer: Any, out_dir: Path, weights: np.ndarray,
                   ingredients: Sequence[str], method: str, group_labels: Sequence[str], prep: Preprocessing,
                   task: Task, info: dict[str, Any] | None = None) -> Path:
     """Save the live (already merged) model and its provenance as a transformers folder."""
@@ -95,18 +94,19 @@ def write_mergekit_yaml(path: Path, config: dict) -> None:
 
 
 def export_merge(out_dir: Path, fold: DevFold, weights: np.ndarray, method: str, ingredients: Sequence[str],
-                 base: Path | None = None) -> None:
-    """Write ``fold``'s merge at ``weights`` as ``out_dir/merged`` (prepared as its first ingredient, with its
-    tokenizer) and the mergekit recipe that reproduces it as ``out_dir/mergekit.yaml``.
+                 base: Path | None = None, prep: Preprocessing | None = None) -> None:
+    """Write ``fold``'s merge at ``weights`` as ``out_dir/merged`` (the first ingredient's class, task and tokenizer;
+    its preprocessing unless ``prep`` says otherwise) and the mergekit recipe that reproduces it as
+    ``out_dir/mergekit.yaml``.
 
     The recipe names the ingredient folders relative to ``out_dir``; a refit head (which no weighting of the
     ingredients gives) is read from ``merged/`` itself.
     """
     folders = [Path(path) for path in fold.space.ingredients]
-    task, prep = model_task(folders[0])
+    task, recorded = model_task(folders[0])
     fold.merge(method, weights)  # the live model becomes the merge (head rule included)
     export_merged(fold.model, load_tokenizer(folders[0]), out_dir / "merged", weights, ingredients, method,
-                  fold.space.grouping.labels, prep, task)
+                  fold.space.grouping.labels, prep or recorded, task)
     head_from = out_dir / "merged" if fold.head_train is not None else None
     write_mergekit_yaml(out_dir / "mergekit.yaml", mergekit_config(fold.space, weights, folders, method, base,
                                                                    relative_to=out_dir, head_from=head_from))

@@ -15,11 +15,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from dfwe.checkpoints import load_model
+from dfwe.checkpoints import TaskModel, load_model
 from dfwe.data.sets import ExampleSet
-from dfwe.forward import fit_head, predict_logits
+from dfwe.forward import InverseL2, fit_head, predict_logits
 from dfwe.merge.space import WeightSpace
-from dfwe.modeling import DfwePreTrainedModel
 from dfwe.runtime import resolve_device
 from dfwe.schema import Frozen
 
@@ -33,7 +32,7 @@ class MergeConfig(Frozen):
     """
 
     head: Literal["average", "refit"] = "average"
-    probe_c: float = Field(1.0, gt=0)
+    probe_c: InverseL2 = 1.0
     # refit: fit on at most this many train examples (a seeded subset), to bound its cost on long inputs
     refit_examples: int | None = Field(None, ge=1)
 
@@ -43,7 +42,7 @@ class DevFold:
     """A weight space bound to its live model, the examples it is scored on, and how its head is set."""
 
     space: WeightSpace
-    model: DfwePreTrainedModel
+    model: TaskModel
     data: ExampleSet
     head_train: ExampleSet | None = None  # refit: the examples the head is fitted on after every merge
     probe_c: float = 1.0

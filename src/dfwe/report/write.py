@@ -11,19 +11,28 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from dfwe.data.encode import Preprocessing
 from dfwe.io import atomic_write_json, atomic_write_text
 from dfwe.merge.export import export_merge
 from dfwe.merge.fold import DevFold
 from dfwe.report.plots import plot_scores, plot_summary, plot_trace, plot_weights
-from dfwe.report.tables import (barrier_table, metric_name, paired_table, pooled_table, results_table, suite_table,
-                                summary_table)
+from dfwe.report.tables import (
+    barrier_table,
+    metric_name,
+    paired_table,
+    pooled_table,
+    results_table,
+    suite_table,
+    summary_table,
+)
 
 
-def write_outputs(out_dir: Path, results: dict[str, Any], fold: DevFold, base: Path | None = None) -> None:
-    """Export dfwe's merge of ``fold`` (its weights, method and ingredient names as ``results`` records them), then
-    write ``results.json`` and the report."""
+def write_outputs(out_dir: Path, results: dict[str, Any], fold: DevFold, base: Path | None = None,
+                  prep: Preprocessing | None = None) -> None:
+    """Export dfwe's merge of ``fold`` (its weights, method and ingredient names as ``results`` records them; see
+    :func:`~dfwe.merge.export.export_merge` for ``base`` and ``prep``), then write ``results.json`` and the report."""
     dfwe = results["methods"]["dfwe"]
-    export_merge(out_dir, fold, np.asarray(dfwe["weights"]), dfwe["method"], dfwe["ingredients"], base)
+    export_merge(out_dir, fold, np.asarray(dfwe["weights"]), dfwe["method"], dfwe["ingredients"], base, prep)
     atomic_write_json(out_dir / "results.json", results)
     write_report(out_dir, results)
 

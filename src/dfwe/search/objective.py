@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from dfwe.data.metrics import score
-from dfwe.data.shapes import metrics_of
+from dfwe.data.shapes import check_metric
 from dfwe.errors import BadInput
 from dfwe.merge.fold import DevFold
 from dfwe.stats import LOWER_IS_BETTER
@@ -60,10 +60,8 @@ class Objective:
         if not folds or any(len(fold.data.examples) == 0 for fold in folds):
             raise BadInput("the dev set is empty: the search needs dev examples to score candidates")
         mix = mix or {metric: 1.0}
-        metrics = metrics_of(folds[0].data.task.shape)
         for name in mix:
-            if name not in metrics:
-                raise BadInput(f"objective: '{name}' is not a metric of this task (use {', '.join(metrics)})")
+            check_metric(name, folds[0].data.task.shape, "objective", folds[0].data.task.name)
         if penalty not in PENALTIES:
             raise BadInput(f"penalty: unknown penalty '{penalty}' (use {', '.join(PENALTIES)})")
         if penalty == "anchor" and strength > 0 and anchor is None:

@@ -246,7 +246,8 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
     journal = None
     if journal_path is not None:
         journal = Journal(journal_path, fingerprint={"search": config.model_dump(mode="json"), "seed": seed,
-                                                     "ingredients": list(weight_space.ingredients),
+                                                     "ingredients": [_as_journalled(path, journal_path.parent)
+                                                                     for path in weight_space.ingredients],
                                                      "groups": list(weight_space.grouping.labels),
                                                      "init": space.init.tolist()})
     try:
@@ -258,6 +259,13 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
         if hasattr(scorer, "close"):
             scorer.close()
     return space, result
+
+
+def _as_journalled(path: str, folder: Path) -> str:
+    """An ingredient's path as a journal records it: relative to the journal's folder when inside it (a run's own
+    cache), so that a run built beside earlier results and then moved into their place still resumes."""
+    resolved, anchor = Path(path).resolve(), folder.resolve()
+    return str(resolved.relative_to(anchor)) if resolved.is_relative_to(anchor) else path
 
 
 @dataclass(frozen=True)

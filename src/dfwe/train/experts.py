@@ -26,7 +26,7 @@ from dfwe.checkpoints import new_model, save_model
 from dfwe.data.prepare import TaskSplits
 from dfwe.errors import BadInput
 from dfwe.io import atomic_dir
-from dfwe.schema import Frozen
+from dfwe.schema import Frozen, Seed
 from dfwe.train.base import BaseModel
 from dfwe.train.loop import TrainConfig, fine_tune
 
@@ -47,7 +47,7 @@ class ExpertsConfig(Frozen):
     start: Literal["base", "multitask"] = "base"
     # Seed of the experts and of their source subsamples; None: the run's seed. Fixing it lets runs at
     # several seeds share one set of experts (the expensive stage), varying only the few-sample target.
-    seed: int | None = Field(None, ge=0)
+    seed: Seed | None = None
 
     def resolved_seed(self, run_seed: int) -> int:
         return run_seed if self.seed is None else self.seed

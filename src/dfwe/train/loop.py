@@ -24,9 +24,8 @@ from pydantic import Field, model_validator
 from dfwe.data.encode import Batch, train_batches
 from dfwe.data.metrics import score
 from dfwe.data.sets import ExampleSet
-from dfwe.data.shapes import Metric, metrics_of
-from dfwe.errors import BadInput
-from dfwe.forward import fit_head, predict_logits
+from dfwe.data.shapes import Metric, check_metric
+from dfwe.forward import InverseL2, fit_head, predict_logits
 from dfwe.modeling import DfwePreTrainedModel
 from dfwe.progress import progress_bar
 from dfwe.schema import Frozen
@@ -51,7 +50,7 @@ class TrainConfig(Frozen):
     # full batch), then fine-tune everything. Few-sample fine-tuning from a random head distorts the
     # expert's features; a fitted head leaves far less to change.
     linear_probe: bool = False
-    probe_c: float = Field(1.0, gt=0)  # inverse L2 strength, as scikit-learn's C
+    probe_c: InverseL2 = 1.0  # inverse L2 strength, as scikit-learn's C
     # Train the body only: the head stays where it started (a probe shared by every ingredient keeps one
     # meaning across them, so their heads stay averageable).
     freeze_head: bool = False
@@ -114,9 +113,7 @@ def fine_tune(models: Mapping[str, DfwePreTrainedModel], train: Mapping[str, Exa
     ``steps_per_epoch`` steps (default: one pass over every task's rows).
     """
     for name, data in (dev or {}).items():
-        if recipe.select_metric not in metrics_of(data.task.shape):
-            raise BadInput(f"select_metric: '{recipe.select_metric}' is not a metric of task '{name}' (a "
-                           f"{data.task.shape} task: use {', '.join(metrics_of(data.task.shape))})")
+        check_metric(recipe.select_metric, data.task.shape, "select_metric", name)
     device = next(next(iter(models.values())).parameters()).device
     rng = np.random.default_rng([seed, 0x7A1])
     torch.manual_seed(seed)

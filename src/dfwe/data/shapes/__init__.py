@@ -45,4 +45,11 @@ def metrics_of(shape: str) -> tuple[str, ...]:
     return (*LOWER_IS_BETTER, *get_shape(shape).metrics)
 
 
-__all__ = ["METRICS", "Metric", "SHAPES", "TaskShape", "get_shape", "metrics_of"]
+def check_metric(metric: str, shape: str, setting: str, task: str) -> None:
+    """Bad input naming ``setting`` unless ``metric`` is one a task of ``shape`` reports."""
+    if metric not in metrics_of(shape):
+        raise BadInput(f"{setting}: '{metric}' is not a metric of task '{task}' (a {shape} task: use "
+                       f"{', '.join(metrics_of(shape))})")
+
+
+__all__ = ["METRICS", "Metric", "SHAPES", "TaskShape", "check_metric", "get_shape", "metrics_of"]

@@ -28,6 +28,7 @@ class TaskShape(ABC):
 
     name: ClassVar[str]
     model_class: ClassVar[type[DfwePreTrainedModel]]  # what a model of this shape is built and loaded as
+    auto_class: ClassVar[type]  # the transformers Auto class a checkpoint of this shape opens with
     metrics: ClassVar[tuple[str, ...]]  # every metric the shape reports; a task.json names its headline
     pooled: ClassVar[bool] = True  # the head reads pooled features (False: token states)
 

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from dfwe.data.encode import Batch, EncodedSet, Preprocessing, encode_pairs, pad_rows
 from dfwe.data.records import Example, Task
@@ -63,14 +64,18 @@ def encoded_set(examples: Sequence[Example], tokenizer: Any, max_length: int, la
 
 class Classification(TaskShape):
     name = "classification"
+    auto_class = AutoModelForSequenceClassification
     model_class = DfweForSequenceClassification
     metrics = ("accuracy", "weighted_f1", "macro_f1", "micro_f1")
 
     def parse(self, record: dict[str, Any], where: str, context_turns: int) -> Example:
         if "label" not in record:
             raise BadInput(f"{where}: missing field 'label'")
+        label = record["label"]
+        if isinstance(label, bool) or not isinstance(label, str | int) or label == "":
+            raise BadInput(f"{where}: field 'label' must be a label name, got {label!r}; give every record its label")
         text, context, keep = read_text(record, where, context_turns)
-        return Example(id=str(record["id"]), text=text, context=context, context_keep=keep, label=str(record["label"]),
+        return Example(id=str(record["id"]), text=text, context=context, context_keep=keep, label=str(label),
                        dialogue_id=str(record.get("dialogue_id") or ""))
 
     def label_space(self, examples: Sequence[Example]) -> tuple[str, ...]:

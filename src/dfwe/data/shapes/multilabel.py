@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from dfwe.data.encode import Batch, EncodedSet, Preprocessing
 from dfwe.data.records import Example, Task
@@ -50,6 +51,7 @@ def micro_f1_stats(gold: np.ndarray, pred: np.ndarray, kept: np.ndarray) -> Metr
 
 class Multilabel(TaskShape):
     name = "multilabel"
+    auto_class = AutoModelForSequenceClassification
     model_class = DfweForSequenceClassification
     metrics = ("micro_f1",)
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from transformers import AutoModelForMultipleChoice
 
 from dfwe.data.encode import Batch, EncodedSet, Preprocessing, encode_pairs
 from dfwe.data.records import Example, Task
@@ -32,6 +33,7 @@ def fill(question: str, choice: str) -> str:
 
 class MultipleChoice(TaskShape):
     name = "multiple_choice"
+    auto_class = AutoModelForMultipleChoice
     model_class = DfweForMultipleChoice
     metrics = ("accuracy",)
 

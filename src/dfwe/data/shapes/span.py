@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from transformers import AutoModelForQuestionAnswering
 
 from dfwe.data.encode import Batch, EncodedSet, Preprocessing, pad_rows
 from dfwe.data.records import Example, Task
@@ -105,6 +106,7 @@ def best_spans(start: np.ndarray, end: np.ndarray, context: np.ndarray,
 
 class Span(TaskShape):
     name = "span"
+    auto_class = AutoModelForQuestionAnswering
     model_class = DfweForQuestionAnswering
     metrics = ("exact_match", "token_f1")
     pooled = False
