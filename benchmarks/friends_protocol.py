@@ -43,6 +43,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "granularity=kind": {"search.granularity": "kind"},
     "init=greedy": {"search.init": "greedy"},
     "cross-fitting": {"search.crossfit": True},
+    # a frozen trunk (issue 19): only the top N of MiniLM's 6 layers train, on stored lower-layer states
+    "trainable_layers=1": {"model.trainable_layers": 1},
+    "trainable_layers=2": {"model.trainable_layers": 2},
+    "trainable_layers=3": {"model.trainable_layers": 3},
     # objective
     "objective=loss": {"search.objective": "loss"},
     "objective=weighted_f1": {"search.objective": "weighted_f1"},

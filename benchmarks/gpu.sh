@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks on one lent GPU, in one call of the device tool: the Friends protocol (experts per seed, k = 8
-# and 32, seeds 0-2) and, time allowing, the FETA-Friends suite; results written under $OUT.
+# and 32, seeds 0-2) with full fine-tuning (model.trainable_layers: all, the default on a GPU) beside the frozen
+# trunk (trainable_layers 1, 2), then, time allowing, the FETA-Friends suite in both settings; results under $OUT.
 #
 # Prepare the carry on the CPU machine first (git-excluded; at most 64 MiB travels):
 #   .device-carry/minilm/            all-MiniLM-L6-v2 as float16 safetensors + config, tokenizer, pooling (45 MB):
@@ -33,11 +34,15 @@ PY
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 benchmarks/merge_speed.py --device cuda --n 2 4 8 16 --out "$OUT/merge_speed_cuda.json" | tee "$OUT/merge_speed_cuda.txt"
 python3 benchmarks/friends_protocol.py --data-dir "$work/friends" --out "$work/protocol" --cache "$work/cache" \
-    --set model.base="$work/minilm" --set runtime.device=cuda --deadline 300 | tee "$OUT/protocol.txt"
+    --set model.base="$work/minilm" --set runtime.device=cuda --deadline 300 \
+    --variants default "trainable_layers=1" "trainable_layers=2" | tee "$OUT/protocol.txt"
 cp "$work/protocol/protocol.json" "$work/protocol/protocol.md" "$OUT/"
 for k in 8 32; do
     [ -f "$work/protocol/k$k/default/results.json" ] && cp "$work/protocol/k$k/default/results.json" "$OUT/friends_k$k.json"
 done
-timeout 200 python3 -m dfwe.cli bench --suite "$work/feta_friends" --seeds 0 --out "$work/feta" --cache "$work/cache" \
-    --set model.base="$work/minilm" --set runtime.device=cuda | tee "$OUT/feta.txt" || true
-[ -f "$work/feta/results.json" ] && cp "$work/feta/results.json" "$OUT/feta_friends.json"
+for layers in 1 all; do
+    timeout 100 python3 -m dfwe.cli bench --suite "$work/feta_friends" --seeds 0 --out "$work/feta-$layers" \
+        --cache "$work/cache" --set model.base="$work/minilm" --set runtime.device=cuda \
+        --set model.trainable_layers=$layers | tee "$OUT/feta-$layers.txt" || true
+    [ -f "$work/feta-$layers/results.json" ] && cp "$work/feta-$layers/results.json" "$OUT/feta_friends-$layers.json"
+done

@@ -148,6 +148,16 @@ PLAIN_CLASSES = {"classification": "BertForSequenceClassification", "span": "Ber
                  "multiple_choice": "BertForMultipleChoice"}
 
 
+def tiny_suite_and_base(root: Path) -> tuple[Path, Path]:
+    """:func:`write_tiny_suite` under ``root/tiny`` and a tiny base whose vocabulary covers it, ``root/base``."""
+    from dfwe.train.base import build_tiny_base
+
+    suite = write_tiny_suite(root / "tiny")
+    base = build_tiny_base(root / "base", WORDS + ["ross", "rachel", "hi", ":", "who", "relations", "of", "with",
+                                                   "@placeholder"], 16, 2, 2, 32, seed=0)
+    return suite, base
+
+
 def plain_checkpoints(out: Path, shape: str, count: int, labels: tuple[str, ...] = LABELS) -> list[Path]:
     """``count`` plain transformers BERT checkpoints of ``shape``'s class (seeded, different weights), each with a
     fast word-level tokenizer: what a user brings from anywhere."""

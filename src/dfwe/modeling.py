@@ -24,6 +24,7 @@ The classes are ordinary transformers models. dfwe loads them directly; to open 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -111,17 +112,93 @@ class DfwePreTrainedModel(PreTrainedModel):
         super().__init__(config)
         self.body = build_encoder(config.encoder_config, with_pooler=config.pooling == "pooler")
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None = None, pooled: bool = True) -> torch.Tensor:
-        """Pooled features ``[n, H]`` (or, with ``pooled=False``, token states ``[n, L, H]``)."""
+    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.config.encoder_config.type_vocab_size > 1:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.body(**inputs).last_hidden_state
+        return inputs
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None, pooled: bool = True,
+                 states: torch.Tensor | None = None, depth: int = 0) -> torch.Tensor:
+        """Pooled features ``[n, H]`` (or, with ``pooled=False``, token states ``[n, L, H]``).
+
+        Given ``states``, what a frozen trunk of ``depth`` layers output for these inputs (see
+        :meth:`trunk_states`), only the layers above it run.
+        """
+        if states is None:
+            hidden = self.body(**self._inputs(input_ids, attention_mask, token_type_ids)).last_hidden_state
+        else:
+            hidden = _top_layers(self.body, states, attention_mask, depth)
         if not pooled:
             return hidden
         features = pool(hidden, attention_mask, self.config.pooling, getattr(self.body, "pooler", None))
         return nn.functional.normalize(features, dim=-1) if self.config.normalize else features
+
+
+    @torch.no_grad()
+    def trunk_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     token_type_ids: torch.Tensor | None, depth: int) -> torch.Tensor:
+        """The token states ``[n, L, H]`` after the embeddings and the first ``depth`` encoder layers: what
+        :meth:`features` reads as ``states``. The rest of the encoder is not run."""
+        stop = self.body.embeddings if depth == 0 else encoder_layers(self.body)[depth - 1]
+        captured: list[torch.Tensor] = []
+
+        def capture(module: nn.Module, args: tuple, output: object) -> None:
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _TrunkDone
+
+        hook = stop.register_forward_hook(capture)
+        try:
+            self.body(**self._inputs(input_ids, attention_mask, token_type_ids))
+        except _TrunkDone:
+            pass
+        finally:
+            hook.remove()
+        return captured[0]
+
+    def freeze_trunk(self, depth: int) -> None:
+        """Stop gradients into the embeddings and the first ``depth`` encoder layers (see :func:`in_trunk`)."""
+        for name, param in self.named_parameters():
+            if in_trunk(name, depth):
+                param.requires_grad_(False)
+
+
+class _TrunkDone(Exception):
+    """Raised by the hook that has the trunk's output: the layers above it are not needed."""
+
+
+def encoder_layers(body: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of layers (BERT, RoBERTa, MiniLM, ELECTRA: ``encoder.layer``)."""
+    layers = getattr(getattr(body, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(f"{type(body).__name__} keeps no encoder.layer stack to split a frozen trunk off")
+    return layers
+
+
+def _top_layers(body: nn.Module, states: torch.Tensor, attention_mask: torch.Tensor, depth: int) -> torch.Tensor:
+    """The encoder layers above ``depth`` run on ``states``, with the attention mask the encoder itself builds."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    mask = create_bidirectional_mask(config=body.config, inputs_embeds=states, attention_mask=attention_mask)
+    for layer in encoder_layers(body)[depth:]:
+        output = layer(states, mask)
+        states = output[0] if isinstance(output, tuple) else output
+    return states
+
+
+_TRUNK_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
+
+
+def in_trunk(name: str, depth: int | None) -> bool:
+    """Whether the tensor ``name`` of a dfwe model (``body.``-prefixed or not) is part of a frozen trunk of
+    ``depth`` encoder layers: the embeddings and those layers (``depth`` None: there is no trunk)."""
+    if depth is None:
+        return False
+    bare = name.removeprefix("body.")
+    layer = _TRUNK_LAYER.match(bare)
+    return bare.startswith("embeddings.") or (layer is not None and int(layer.group(1)) < depth)
 
 
 def build_encoder(config: PreTrainedConfig, with_pooler: bool) -> PreTrainedModel:

@@ -33,6 +33,7 @@ from dfwe.stats import MetricStats
 from dfwe.train.base import BaseModel, prepare_base
 from dfwe.train.experts import train_experts
 from dfwe.train.target import Ingredients, fine_tune_ingredients, recipes
+from dfwe.train.trunk import attach_trunk, trunk_depth
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,10 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
     with output_folder(out_dir, config_to_dict(config), resume, overwrite) as out:
         cache = cache or out / "work"
         with timing("data"):  # the built-in suite is generated into the cache: inside the output
-            base, data = inputs or prepare_inputs(config, cache)
+            base, data, depth = inputs or prepare_inputs(config, cache)
+        if depth is not None:
+            with timing("trunk"):
+                data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
         source_seed = config.experts.resolved_seed(config.seed)
         with timing("experts"):
             experts = train_experts(config.experts, base, data.sources, source_seed, device, cache / "experts")
@@ -97,7 +101,7 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
             swapped = (fine_tune_ingredients(config.target, base, data.dev, data.train, experts, config.seed, device,
                                              cache / "ingredients", data.prep) if config.search.crossfit else None)
         with timing("search"):
-            specs = fold_specs(config, data, ingredients, swapped)
+            specs = fold_specs(config, data, ingredients, swapped, depth)
             folds = [spec.build() for spec in specs]
             choices = choose_on_dev(folds[0], data.target.metric)
             search = search_stage(folds, config.search, config.seed, out, search_start(config, choices), specs,
@@ -117,9 +121,10 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
     return RunOutput(results, scores)
 
 
-def prepare_inputs(config: RunConfig, cache: Path) -> tuple[BaseModel, PreparedData]:
+def prepare_inputs(config: RunConfig, cache: Path) -> tuple[BaseModel, PreparedData, int | None]:
     """The base model and the data stage: every task read and checked, the few-sample sets drawn and encoded,
-    and every metric the recipe selects or searches on checked against the shapes of the tasks it scores."""
+    and every metric the recipe selects or searches on checked against the shapes of the tasks it scores; and the
+    depth of the frozen trunk (None: every layer trains)."""
     suite = locate_suite(config.data, cache, config.seed)
     base = prepare_base(config.model, suite, cache, config.seed, config.data.max_length_of(config.data.target))
     data = prepare_data(config.data, suite, base.tokenizer, config.seed, config.experts.resolved_seed(config.seed),
@@ -131,20 +136,20 @@ def prepare_inputs(config: RunConfig, cache: Path) -> tuple[BaseModel, PreparedD
         check_metric(metric, target.shape, "search.objective", target.name)
     for name, splits in data.sources.items():
         check_metric(config.experts.train.select_metric, splits.train.task.shape, "experts.train.select_metric", name)
-    return base, data
+    return base, data, trunk_depth(config.model.trainable_layers, base)
 
 
-def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients,
-               swapped: Ingredients | None) -> list[FoldSpec]:
+def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients, swapped: Ingredients | None,
+               depth: int | None = None) -> list[FoldSpec]:
     """The dev folds the search scores on: ingredients trained on train scored on dev and, when cross-fitting,
     ingredients trained on dev scored on train. With ``merge.head: refit`` each refits on its training set."""
     base = ingredients.origin if config.search.space == "task_arithmetic" else None
     device = config.runtime.device
     specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, device, refit_set(config, data.train),
-                      config.merge.probe_c)]
+                      config.merge.probe_c, depth)]
     if swapped is not None:
         specs.append(FoldSpec(tuple(swapped.folders), data.train, swapped.origin if base else None, device,
-                              refit_set(config, data.dev), config.merge.probe_c))
+                              refit_set(config, data.dev), config.merge.probe_c, depth))
     return specs
 
 

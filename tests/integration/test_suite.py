@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_tiny_suite
+from conftest import tiny_suite_and_base
 
 AUTO_CLASS = {"classification": "AutoModelForSequenceClassification", "multilabel": "AutoModelForSequenceClassification",
               "span": "AutoModelForQuestionAnswering", "multiple_choice": "AutoModelForMultipleChoice"}
@@ -29,13 +29,7 @@ def dfwe(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def suite_run(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("suite")
-    suite = write_tiny_suite(root / "tiny")
-    from conftest import WORDS
-
-    from dfwe.train.base import build_tiny_base
-
-    base = build_tiny_base(root / "base", WORDS + ["ross", "rachel", "hi", ":", "who", "relations", "of", "with",
-                                                   "@placeholder"], 16, 2, 2, 32, seed=0)
+    suite, base = tiny_suite_and_base(root)
     config = {"data": {"data_dir": str(suite), "target": "emo", "sources": ["rc"], "sampling": "dialogues",
                        "fraction": 0.5, "max_length": {"default": 24, "qa": 32}, "stride": 8},
               "model": {"base": str(base)}, "experts": {"train": {"epochs": 1, "batch_size": 8}, "temperature": 2.0},

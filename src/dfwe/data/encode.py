@@ -50,6 +50,37 @@ class PreprocessingValues(Frozen):
 
 
 @dataclass(frozen=True)
+class TrunkStates:
+    """What a frozen trunk (the embeddings and the lower ``depth`` encoder layers) outputs for every row of an
+    encoded set, computed once and held on disk.
+
+    Row ``r`` (or choice ``c`` of row ``r``) has its ``[length, H]`` states at ``chunks[chunk][offset:offset +
+    length]``, ``(chunk, offset) = where[r(, c)]``; rows are stored unpadded, so a batch gathers exactly its rows
+    into a zero-padded array. The chunks are memory maps: holding a set's states costs no memory.
+    """
+
+    chunks: tuple[np.ndarray, ...]  # [tokens, H] each
+    where: np.ndarray  # [rows, 2] or [rows, choices, 2]: chunk index and first token of every row
+    depth: int  # encoder layers the trunk applied (0: the embeddings only)
+    key: str  # the trunk's content key (base, depth, dtype): what artefacts built on these states are keyed by
+
+    def subset(self, rows: np.ndarray) -> "TrunkStates":
+        return TrunkStates(self.chunks, self.where[rows], self.depth, self.key)
+
+    def gather(self, rows: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+        """``[n, (choices,) width, H]`` float32 states of ``rows`` (``lengths`` theirs), zero where padded."""
+        where = self.where[rows]
+        hidden = self.chunks[0].shape[-1] if self.chunks else 0
+        out = np.zeros((*lengths.shape, width, hidden), dtype=np.float32)
+        for index in np.ndindex(*lengths.shape):
+            length = int(lengths[index])
+            if length:
+                chunk, offset = where[index]
+                out[index][:length] = self.chunks[chunk][offset:offset + length]
+        return out
+
+
+@dataclass(frozen=True)
 class EncodedSet:
     """Token ids, token types and targets of one example set (see the task shape for what targets mean)."""
 
@@ -62,6 +93,8 @@ class EncodedSet:
     example_of: torch.Tensor | None = None  # [rows] index of the example a window belongs to (spans)
     offsets: torch.Tensor | None = None  # [rows, L, 2] character span of each context token, -1 elsewhere
     truncated: int = 0  # examples whose own text (not only their context) was cut to fit max_length
+    # a frozen trunk's output for every row (model.trainable_layers): what a model then reads instead of tokens
+    states: TrunkStates | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,10 +121,16 @@ class EncodedSet:
             example_of=example_of,
             offsets=None if self.offsets is None else self.offsets[index, :width],
             truncated=0,
+            states=None if self.states is None else self.states.subset(index.numpy()),
         )
 
+    def trunk_parts(self) -> dict[str, str]:
+        """What an artefact trained or scored on this set adds to its content key for the trunk it read through."""
+        return {"trunk": self.states.key} if self.states is not None else {}
+
     def digest(self) -> str:
-        """A hash of everything a model sees when it trains or scores on this set (not the example ids).
+        """A hash of everything a model sees when it trains or scores on this set (not the example ids, nor
+        trunk states, which artefacts built on them name by the trunk that made them).
 
         Two sets with the same digest train the same model, so cached artefacts are keyed by it: edit a label
         or a text, change the tokenizer or max_length, and the digest changes.
@@ -115,13 +154,21 @@ class Batch:
     token_type_ids: torch.Tensor
     labels: torch.Tensor
     rows: torch.Tensor
+    states: torch.Tensor | None = None  # the frozen trunk's output [rows, (choices,) L, H], when the set has it
+    depth: int = 0  # encoder layers those states have been through
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask,
-                                                                 self.token_type_ids, self.labels, self.rows)))
+        moved = (t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask, self.token_type_ids,
+                                                          self.labels, self.rows))
+        states = None if self.states is None else self.states.to(device, non_blocking=True)
+        return Batch(*moved, states, self.depth)
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "token_type_ids": self.token_type_ids}
+
+    def trunk_inputs(self) -> dict[str, torch.Tensor | int | None]:
+        """What a model reads instead of running its frozen trunk (nothing when the set has no states)."""
+        return {"states": self.states, "depth": self.depth} if self.states is not None else {}
 
 
 def pad_rows(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
@@ -173,8 +220,10 @@ def _make_batch(data: EncodedSet, rows: np.ndarray) -> Batch:
     lengths = data.lengths[index]
     width = max(1, int(lengths.max()))
     mask = (torch.arange(width) < lengths.unsqueeze(-1)).long()
+    states = (None if data.states is None else
+              torch.from_numpy(data.states.gather(np.asarray(rows), lengths.numpy(), width)))
     return Batch(data.input_ids[index, ..., :width], mask, data.token_type_ids[index, ..., :width],
-                 data.labels[index], index)
+                 data.labels[index], index, states, data.states.depth if data.states is not None else 0)
 
 
 def _row_lengths(data: EncodedSet) -> np.ndarray:

@@ -73,7 +73,8 @@ def method_logits(fold: DevFold, ingredient_keys: list[str], names: list[str], m
             fold.merge(merge.method, merge.weights, refit=refit)
             return fold.logits(data, batch_size)
 
-        return cached_logits(cache_dir, {"key": content_key("logits", data=digest, **identity)}, compute)
+        return cached_logits(cache_dir, {"key": content_key("logits", data=digest, **data.encoded.trunk_parts(),
+                                                            **identity)}, compute)
 
     one_hot = np.eye(len(names))
     # a single ingredient's outputs depend on that ingredient alone; a merge's on all of them and the head rule

@@ -68,13 +68,15 @@ def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Pa
         per_tensor = {n: (np.append(0 * w, 1.0) if n.startswith("head.") else np.append(w, 0.0))
                       for n, w in per_tensor.items()}
     names = sorted(per_tensor, key=len, reverse=True)
-    uniform = all(np.allclose(per_tensor[n], per_tensor[names[0]]) for n in names)
+    uniform = not space.frozen and all(np.allclose(per_tensor[n], per_tensor[names[0]]) for n in names)
     entries = []
     for i, path in enumerate(models):
         if uniform:
             value: object = float(per_tensor[names[0]][i])
         else:
             value = [{"filter": n, "value": float(per_tensor[n][i])} for n in names]
+            if space.frozen:  # every other tensor (a frozen trunk's, the same in every model): the first model's
+                value.append({"value": 1.0 if i == 0 else 0.0})
         entries.append({"model": _relative(path, relative_to), "parameters": {"weight": value}})
     config: dict = {"merge_method": get_method(method).mergekit, "models": entries, "dtype": "float32", "out_dtype": "float32",
                     "parameters": {"normalize": False}}

@@ -69,9 +69,11 @@ class FoldSpec:
     device: str = "auto"
     head_train: ExampleSet | None = None
     probe_c: float = 1.0
+    trunk_depth: int | None = None  # a frozen trunk of this many encoder layers: the space holds what is above it
 
     def build(self) -> DevFold:
-        space = WeightSpace.from_checkpoints(list(self.checkpoints), base=self.base, device=resolve_device(self.device))
+        space = WeightSpace.from_checkpoints(list(self.checkpoints), base=self.base, device=resolve_device(self.device),
+                                             trunk_depth=self.trunk_depth)
         model = load_model(self.checkpoints[0]).to(space.live.device)
         space.bind(model)
         return DevFold(space, model, self.data, self.head_train, self.probe_c)

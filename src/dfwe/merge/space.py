@@ -22,11 +22,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from dfwe.checkpoints import weight_files
 from dfwe.errors import BadInput
 from dfwe.merge.groups import Grouping, make_grouping
 from dfwe.merge.methods import coefficients, sparsified_rows
+from dfwe.modeling import in_trunk
 
 _CHUNK = 1 << 22  # values per row converted at a time when storage is bfloat16
 
@@ -125,6 +127,25 @@ def check_compatible(paths: Sequence[Path]) -> dict[str, tuple[tuple[int, ...], 
     return reference
 
 
+def check_equal(paths: Sequence[Path], names: Sequence[str], depth: int | None) -> None:
+    """Bad input naming the tensor unless every one of ``names`` has the same bytes in every checkpoint."""
+    if not names:
+        return
+    reference: dict[str, torch.Tensor] = {}
+    for path in paths:
+        for file in weight_files(path):
+            with safe_open(str(file), framework="pt") as handle:
+                for name in set(names) & set(handle.keys()):
+                    tensor = handle.get_tensor(name)
+                    if name not in reference:
+                        reference[name] = tensor
+                    elif not torch.equal(tensor, reference[name]):
+                        raise BadInput(f"tensor '{name}' differs between {paths[0]} and {path}, but it belongs to the "
+                                       f"frozen trunk (the embeddings and the first {depth} encoder layers, the base's "
+                                       "in every ingredient); merge checkpoints trained with the same "
+                                       "model.trainable_layers, or search with all layers")
+
+
 class WeightSpace:
     """Stacked checkpoints plus a live flat buffer that a model's parameters point into.
 
@@ -135,10 +156,12 @@ class WeightSpace:
     """
 
     def __init__(self, slots: Sequence[TensorSlot], stacked: torch.Tensor, ingredients: Sequence[str],
-                 has_base: bool = False, deltas: bool = False):
+                 has_base: bool = False, deltas: bool = False, frozen: Sequence[str] = ()):
         if deltas and not has_base:
             raise ValueError("a space of task-vector rows needs a base row")
         self.slots = tuple(slots)
+        # tensors of the checkpoints the space does not hold: a frozen trunk's, equal in every checkpoint
+        self.frozen = tuple(frozen)
         self.stacked = stacked
         self.ingredients = tuple(ingredients)
         self.has_base = has_base
@@ -153,13 +176,20 @@ class WeightSpace:
     # ----------------------------------------------------------------------------------------- building
     @classmethod
     def from_checkpoints(cls, paths: Sequence[Path], base: Path | None = None, device: str | torch.device = "cpu",
-                         storage_dtype: torch.dtype = torch.float32) -> "WeightSpace":
-        """Stack checkpoints, read memory-mapped tensor by tensor, after checking they are compatible."""
+                         storage_dtype: torch.dtype = torch.float32, trunk_depth: int | None = None) -> "WeightSpace":
+        """Stack checkpoints, read memory-mapped tensor by tensor, after checking they are compatible.
+
+        With ``trunk_depth`` the space holds only what trains above a frozen trunk of that many encoder layers
+        (see :func:`dfwe.modeling.in_trunk`); the trunk's tensors are checked equal, bit for bit, in every
+        checkpoint instead.
+        """
         if len(paths) < 1:
             raise BadInput("give at least one checkpoint")
         all_paths = [*paths, *([base] if base is not None else [])]
         header = check_compatible(all_paths)
-        slots = tensor_layout([(n, header[n][0]) for n in sorted(header, key=_natural_key)])
+        frozen = sorted((n for n in header if in_trunk(n, trunk_depth)), key=_natural_key)
+        check_equal(all_paths, frozen, trunk_depth)
+        slots = tensor_layout([(n, header[n][0]) for n in sorted(header, key=_natural_key) if n not in set(frozen)])
         stacked = torch.empty((len(all_paths), slots[-1].offset + slots[-1].numel), dtype=storage_dtype,
                               device=device)
         staging = stacked if stacked.device.type == "cpu" else None
@@ -170,7 +200,7 @@ class WeightSpace:
                 read_into(file, views)
             if staging is None:
                 stacked[r].copy_(row)
-        return cls(slots, stacked, [str(p) for p in paths], has_base=base is not None)
+        return cls(slots, stacked, [str(p) for p in paths], has_base=base is not None, frozen=frozen)
 
     # ---------------------------------------------------------------------------------------- structure
     @property

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import torch
 from pydantic import Field
@@ -49,6 +49,11 @@ class ModelConfig(Frozen):
     # How a sequence becomes one vector: "auto" reads the base's sentence-transformers pooling config (mean
     # for all-MiniLM-L6-v2) and otherwise keeps a BERT-style pretrained pooler.
     pooling: Literal[("auto", *POOLINGS)] = "auto"  # type: ignore[valid-type]
+    # "all" fine-tunes every weight; N trains only the top N encoder layers (and the pooler and head): the
+    # embeddings and the layers below are a frozen trunk whose output is computed once per example and stored,
+    # as `trunk_dtype`, so that every later step runs the top N layers only (see dfwe.train.trunk).
+    trainable_layers: Literal["all"] | Annotated[int, Field(ge=1)] = "all"
+    trunk_dtype: Literal["float16", "float32"] = "float16"
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,8 @@ def _expert_key(base: BaseModel, tasks: Mapping[str, TaskSplits], config: Expert
              **({"steps": config.multitask_steps} if len(tasks) > 1 and config.multitask_steps else {}),
              "tasks": {name: {"shape": s.train.task.shape, "labels": list(s.train.task.labels),
                               "train": s.train.encoded.digest(), "dev": s.dev.encoded.digest()}
-                       for name, s in tasks.items()}}
+                       for name, s in tasks.items()},
+             **next(iter(tasks.values())).train.encoded.trunk_parts()}
     return content_key("expert", **parts), parts
 
 

@@ -114,6 +114,10 @@ def fine_tune(models: Mapping[str, DfwePreTrainedModel], train: Mapping[str, Exa
     """
     for name, data in (dev or {}).items():
         check_metric(recipe.select_metric, data.task.shape, "select_metric", name)
+    states = next(iter(train.values())).encoded.states
+    if states is not None:  # the trunk's layers are read through its stored output: they must not move
+        for model in models.values():
+            model.freeze_trunk(states.depth)
     device = next(next(iter(models.values())).parameters()).device
     rng = np.random.default_rng([seed, 0x7A1])
     torch.manual_seed(seed)

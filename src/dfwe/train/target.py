@@ -128,7 +128,7 @@ def _origin(config: TargetConfig, base: BaseModel, train: ExampleSet, seed: int,
     task = train.task
     parts = {"base": base.digest, "pooling": list(base.pooling), "seed": seed, "head": config.head,
              "probe_c": config.train.probe_c, "shape": task.shape, "labels": list(task.labels),
-             "train": train.encoded.digest() if config.head == "shared" else None}
+             "train": train.encoded.digest() if config.head == "shared" else None, **train.encoded.trunk_parts()}
     key = content_key("ingredient", role=ORIGIN, **parts)
     torch.manual_seed(seed)
     model = new_model(base.folder, task.shape, task.labels, base.pooling)
@@ -156,7 +156,7 @@ def fine_tune_ingredient(name: str, start: Expert | None, config: TargetConfig, 
     grid = recipes(config)
     parts = {"base": base.digest, "start": start.key if start else "base", "origin": origin_key, "seed": seed,
              "head": config.head, "recipes": [r.model_dump(mode="json", exclude_defaults=True) for r in grid],
-             "train": train.encoded.digest(), "dev": dev.encoded.digest()}
+             "train": train.encoded.digest(), "dev": dev.encoded.digest(), **train.encoded.trunk_parts()}
     key = content_key("ingredient", **parts)
     folder = cache_dir / f"{folder_name(name)}-{key}"
     if (folder / TRAIN_LOG).is_file():

@@ -91,7 +91,7 @@ class Classification(TaskShape):
                            torch.tensor([index[e.label] for e in examples], dtype=torch.long))
 
     def features(self, model: DfwePreTrainedModel, batch: Batch) -> torch.Tensor:
-        return model.features(**batch.model_inputs())
+        return model.features(**batch.model_inputs(), **batch.trunk_inputs())
 
     def head_logits(self, model: DfwePreTrainedModel, features: torch.Tensor, batch: Batch) -> torch.Tensor:
         return model.head(model.dropout(features)).float()

@@ -77,7 +77,7 @@ class Multilabel(TaskShape):
         return encoded_set(examples, tokenizer, prep.max_length, targets)
 
     def features(self, model: DfwePreTrainedModel, batch: Batch) -> torch.Tensor:
-        return model.features(**batch.model_inputs())
+        return model.features(**batch.model_inputs(), **batch.trunk_inputs())
 
     def head_logits(self, model: DfwePreTrainedModel, features: torch.Tensor, batch: Batch) -> torch.Tensor:
         return model.head(model.dropout(features)).float()

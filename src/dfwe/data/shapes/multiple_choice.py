@@ -92,7 +92,10 @@ class MultipleChoice(TaskShape):
         # work, and a padded choice has no token to attend to (some attention kernels give NaN there, which would
         # reach the head's gradient even though its logit is masked); a padded choice reads zeros
         real = mask.sum(dim=-1) > 0
-        pooled = model.features(ids[real], mask[real], types[real])
+        trunk = {}
+        if batch.states is not None:  # the frozen trunk's output of each real choice
+            trunk = {"states": batch.states.reshape(rows * choices, width, -1)[real], "depth": batch.depth}
+        pooled = model.features(ids[real], mask[real], types[real], **trunk)
         out = pooled.new_zeros((rows * choices, pooled.shape[-1]))
         out[real] = pooled
         return out.view(rows, choices, -1)

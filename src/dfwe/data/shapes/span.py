@@ -166,7 +166,7 @@ class Span(TaskShape):
                           example_of=torch.tensor(owners, dtype=torch.long), offsets=offset_tensor, truncated=truncated)
 
     def features(self, model: DfwePreTrainedModel, batch: Batch) -> torch.Tensor:
-        return model.features(batch.input_ids, batch.attention_mask, batch.token_type_ids, pooled=False)
+        return model.features(**batch.model_inputs(), pooled=False, **batch.trunk_inputs())
 
     def head_logits(self, model: DfwePreTrainedModel, features: torch.Tensor, batch: Batch) -> torch.Tensor:
         logits = model.head(model.dropout(features)).float()  # [rows, L, 2]
