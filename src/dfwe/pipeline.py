@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from dfwe.config import RunConfig, config_to_dict
-from dfwe.data.prepare import PreparedData, locate_suite, prepare_data
+from dfwe.data.prepare import PreparedData, TaskSplits, locate_suite, prepare_data
 from dfwe.data.sets import ExampleSet
 from dfwe.data.shapes import check_metric
 from dfwe.eval.barriers import loss_barriers
@@ -94,7 +94,8 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
                 data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
         source_seed = config.experts.resolved_seed(config.seed)
         with timing("experts"):
-            experts = train_experts(config.experts, base, data.sources, source_seed, device, cache / "experts")
+            experts = train_experts(config.experts, base, data.sources, source_seed, device, cache / "experts",
+                                    TaskSplits(data.train, data.dev, data.prep))
         with timing("target"):
             ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, experts, config.seed,
                                                 device, cache / "ingredients", data.prep)

@@ -107,3 +107,34 @@ def test_merged_model_opens_with_its_auto_class_and_evaluate_reproduces_the_scor
     assert scored.returncode == 0, scored.stderr
     metric = results["task"]["metric"]
     assert json.loads(scored.stdout)[metric] == pytest.approx(results["methods"]["dfwe"]["test"][metric], abs=1e-9)
+
+
+def test_one_multitask_expert_over_every_tasks_few_sample_set_serves_every_target(tmp_path):
+    """experts.multitask_target (FETA's multitask/fine-tune): the multitask expert also trains on the target's
+    few-sample train set, so on a suite every target's expert is the union of all tasks, trained once."""
+    import torch
+
+    from dfwe.cache import KEY_FILE
+    from dfwe.config import config_from_dict
+    from dfwe.data.prepare import TaskSplits
+    from dfwe.pipeline import prepare_inputs
+    from dfwe.train.experts import MULTITASK, train_experts
+
+    suite, base = tiny_suite_and_base(tmp_path)
+    tasks = ["emo", "qa", "rc", "rel"]
+    multitask = {}
+    for target in ("emo", "rel"):
+        config = config_from_dict({
+            "data": {"data_dir": str(suite), "target": target, "sources": [t for t in tasks if t != target],
+                     "sampling": "dialogues", "fraction": 0.5, "max_length": {"default": 24, "qa": 32}, "stride": 8},
+            "model": {"base": str(base)},
+            "experts": {"train": {"epochs": 1, "batch_size": 8}, "multitask_target": True}})
+        base_model, data, _ = prepare_inputs(config, tmp_path / "work")
+        experts = train_experts(config.experts, base_model, data.sources, 0, torch.device("cpu"), tmp_path / "experts",
+                                TaskSplits(data.train, data.dev, data.prep))
+        assert sorted(experts) == sorted([MULTITASK, *config.data.sources])
+        multitask[target] = experts[MULTITASK]
+    assert multitask["emo"].folder == multitask["rel"].folder
+    key = json.loads((multitask["emo"].folder / KEY_FILE).read_text())
+    assert key["order"] == tasks and sorted(key["tasks"]) == tasks
+    assert len(list((tmp_path / "experts").glob(f"{MULTITASK}-*"))) == 1

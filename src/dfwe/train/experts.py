@@ -5,6 +5,10 @@ multitask expert trains one body with one head per source task, a batch at a tim
 drawn in proportion to their size, tempered by ``experts.temperature``). With ``experts.start: multitask``
 each single-task expert starts from the multitask expert's body instead of the base (model ratatouille):
 the experts then share a starting point that already knows every source, and stay closer in weight space.
+With ``experts.multitask_target`` the multitask expert also trains on the target's few-sample train set (and
+selects on its few-sample dev set): FETA's multitask/fine-tune, as TLiDB's ``examples/`` runs it. Its tasks are
+then taken in name order, so that on a suite every target (whose sources are the other tasks, at the same
+reduction) trains, and shares, the same expert.
 
 Experts are cached under a content key (:mod:`dfwe.cache`) of what they were computed from, so every run,
 k and target that lists the same sources with the same data and recipe reuses them.
@@ -13,6 +17,7 @@ k and target that lists the same sources with the same data and recipe reuses th
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
@@ -43,6 +48,8 @@ class ExpertsConfig(Frozen):
     temperature: float = Field(1.0, gt=0)
     # Optimizer steps per multitask epoch (default: as many as one pass over every source's rows takes).
     multitask_steps: int | None = Field(None, ge=1)
+    # The multitask expert also trains on the target's few-sample train set (FETA's multitask/fine-tune).
+    multitask_target: bool = False
     # Where single-task experts start: the base, or the multitask expert (model ratatouille).
     start: Literal["base", "multitask"] = "base"
     # Seed of the experts and of their source subsamples; None: the run's seed. Fixing it lets runs at
@@ -68,6 +75,8 @@ def _expert_key(base: BaseModel, tasks: Mapping[str, TaskSplits], config: Expert
              "recipe": config.train.model_dump(mode="json", exclude_defaults=True),
              "temperature": config.temperature if len(tasks) > 1 else None,
              **({"steps": config.multitask_steps} if len(tasks) > 1 and config.multitask_steps else {}),
+             # tasks are drawn in this order: the key's own dict is sorted, so it must say the order apart
+             **({"order": list(tasks)} if len(tasks) > 1 else {}),
              "tasks": {name: {"shape": s.train.task.shape, "labels": list(s.train.task.labels),
                               "train": s.train.encoded.digest(), "dev": s.dev.encoded.digest()}
                        for name, s in tasks.items()},
@@ -82,6 +91,7 @@ def train_expert(name: str, tasks: Mapping[str, TaskSplits], base: BaseModel, co
     folder = cache_dir / f"{name}-{key}"
     if (folder / TRAIN_LOG).is_file():
         return Expert(name, folder, key)
+    began = time.perf_counter()
     torch.manual_seed(seed)
     models = {}
     for task, splits in tasks.items():
@@ -99,17 +109,28 @@ def train_expert(name: str, tasks: Mapping[str, TaskSplits], base: BaseModel, co
             save_file({f"{t}.{n}": p.detach().cpu().contiguous() for t, m in models.items()
                        for n, p in m.head.named_parameters()}, str(tmp / "task_heads.safetensors"))
         write_key(tmp, "expert", key, **parts)
-        (tmp / TRAIN_LOG).write_text(json.dumps({"kept_epoch": result.kept_epoch, "history": result.history}))
+        # seconds: what this expert cost to train (read by benchmarks/feta_cost.py; never part of a key)
+        (tmp / TRAIN_LOG).write_text(json.dumps({"kept_epoch": result.kept_epoch, "history": result.history,
+                                                 "seconds": time.perf_counter() - began}))
     return Expert(name, folder, key)
 
 
 def train_experts(config: ExpertsConfig, base: BaseModel, sources: Mapping[str, TaskSplits], seed: int,
-                  device: torch.device, cache_dir: Path) -> dict[str, Expert]:
-    """Every expert of a run: ``{source name or 'multitask': Expert}`` (the multitask one needs 2+ sources)."""
+                  device: torch.device, cache_dir: Path, target: TaskSplits | None = None) -> dict[str, Expert]:
+    """Every expert of a run: ``{source name or 'multitask': Expert}`` (the multitask one needs 2+ sources).
+
+    ``target`` (its few-sample train and dev sets) joins the multitask expert's tasks when
+    ``config.multitask_target`` is set.
+    """
     experts: dict[str, Expert] = {}
     multitask = None
     if config.multitask and len(sources) > 1:
-        multitask = train_expert(MULTITASK, sources, base, config, seed, device, cache_dir)
+        tasks = dict(sources)
+        if config.multitask_target:
+            if target is None:
+                raise BadInput("experts.multitask_target: true needs the target's few-sample sets")
+            tasks = {name: tasks.get(name, target) for name in sorted([*sources, target.train.task.name])}
+        multitask = train_expert(MULTITASK, tasks, base, config, seed, device, cache_dir)
     start = multitask if config.start == MULTITASK else None
     if config.start == MULTITASK and multitask is None:
         raise BadInput("experts.start: 'multitask' needs experts.multitask: true and at least two sources")

@@ -21,6 +21,7 @@ arithmetic measures task vectors from. Everything is cached under content keys (
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -161,6 +162,7 @@ def fine_tune_ingredient(name: str, start: Expert | None, config: TargetConfig, 
     folder = cache_dir / f"{folder_name(name)}-{key}"
     if (folder / TRAIN_LOG).is_file():
         return Ingredient(name, folder, key, json.loads((folder / TRAIN_LOG).read_text())["recipe"])
+    began = time.perf_counter()
     best: tuple[float, int, Any, Any] | None = None
     tried = []
     for index, recipe in enumerate(grid):
@@ -186,7 +188,7 @@ def fine_tune_ingredient(name: str, start: Expert | None, config: TargetConfig, 
         save_model(model.cpu(), base.tokenizer, tmp, prep, task, {"ingredient": name})
         write_key(tmp, "ingredient", key, **parts)
         (tmp / TRAIN_LOG).write_text(json.dumps({"recipe": chosen, "kept_epoch": result.kept_epoch,
-                                                 "history": result.history}))
+                                                 "history": result.history, "seconds": time.perf_counter() - began}))
     return Ingredient(name, folder, key, chosen)
 
 

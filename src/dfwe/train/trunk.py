@@ -43,13 +43,24 @@ def trunk_depth(trainable_layers: int | Literal["all"], base: BaseModel) -> int 
     if trainable_layers == "all":
         return None
     try:
-        layers = len(encoder_layers(_trunk_model(base).body))
+        layers = len(encoder_layers(trunk_model(base).body))
     except ValueError as error:
         raise BadInput(f"model.trainable_layers: {error}; use model.trainable_layers: all") from None
     if trainable_layers > layers:
         raise BadInput(f"model.trainable_layers: {trainable_layers} is more than the base's {layers} encoder layers "
                        f"(use at most {layers}, or all)")
     return layers - trainable_layers
+
+
+def row_keys(data: EncodedSet) -> np.ndarray:
+    """The store's key of every row of ``data`` (a hash of its tokens and token types; "" where padded)."""
+    lengths = data.lengths.numpy()
+    keys = np.full(lengths.shape, "", dtype=object)
+    for index in zip(*np.nonzero(lengths)):
+        length = int(lengths[index])
+        keys[index] = hashlib.sha256(data.input_ids[index][:length].numpy().tobytes()
+                                     + data.token_type_ids[index][:length].numpy().tobytes()).hexdigest()
+    return keys
 
 
 class TrunkStore:
@@ -71,11 +82,7 @@ class TrunkStore:
     def states(self, data: EncodedSet, desc: str) -> TrunkStates:
         """The trunk's states of every row of ``data``, computing (and storing) the rows the store lacks."""
         lengths = data.lengths.numpy()
-        keys = np.full(lengths.shape, "", dtype=object)
-        for index in zip(*np.nonzero(lengths)):
-            length = int(lengths[index])
-            keys[index] = hashlib.sha256(data.input_ids[index][:length].numpy().tobytes()
-                                         + data.token_type_ids[index][:length].numpy().tobytes()).hexdigest()
+        keys = row_keys(data)
         wanted = sorted({key for key in keys.ravel() if key})
         found = self._lookup(wanted)
         missing = [index for index in zip(*np.nonzero(lengths)) if keys[index] not in found]
@@ -137,7 +144,7 @@ class TrunkStore:
         return {key: (chunk, offset) for key, chunk, offset, _ in entries}
 
 
-def _trunk_model(base: BaseModel) -> DfwePreTrainedModel:
+def trunk_model(base: BaseModel) -> DfwePreTrainedModel:
     """The base's encoder in a dfwe model (its head is never read; torch's random state is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         return new_model(base.folder, "classification", ("a", "b"), base.pooling)
@@ -152,7 +159,7 @@ def attach_trunk(data: PreparedData, base: BaseModel, depth: int, dtype: str, ca
     """``data`` with the frozen trunk's states of every set the run reads (sources, target train / dev / held-out /
     validation), from the store of this base, depth and dtype under ``cache_dir``."""
     key = content_key("trunk", base=base.digest, depth=depth, dtype=dtype)
-    model = _trunk_model(base).to(device)
+    model = trunk_model(base).to(device)
     store = TrunkStore(cache_dir / f"trunk-{key}", key, model, depth, dtype)
     try:
         sources = {name: TaskSplits(_with_states(s.train, store, f"{name} train"),
