@@ -47,6 +47,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "trainable_layers=1": {"model.trainable_layers": 1},
     "trainable_layers=2": {"model.trainable_layers": 2},
     "trainable_layers=3": {"model.trainable_layers": 3},
+    # the top layers alone learn slowly at full fine-tuning's expert lr (1e-4): a 5x larger one, judged on the
+    # experts' own source-dev loss first
+    "trainable_layers=1, experts lr=5e-4": {"model.trainable_layers": 1, "experts.train.lr": 5e-4},
+    "trainable_layers=2, experts lr=5e-4": {"model.trainable_layers": 2, "experts.train.lr": 5e-4},
     # objective
     "objective=loss": {"search.objective": "loss"},
     "objective=weighted_f1": {"search.objective": "weighted_f1"},
