@@ -77,8 +77,10 @@ def main() -> None:
             shown = "-" if gap is None else f"{gap[0]:+.3f} ± {gap[1]:.3f}"
             print(f"| {n} | {split} | " + " | ".join(cell(results["summary"], m, split, metric) for m in METHODS)
                   + f" | {shown} |")
-    within = sorted((int(n) for n, (mean, _) in gaps.items() if mean >= -args.tolerance))
-    chosen: int | str = within[0] if within else "all"
+    # rows are named by N, with a suffix for a recipe variant ("1lr"): the fewest trainable layers is the cheapest
+    within = sorted((n for n, (mean, _) in gaps.items() if mean >= -args.tolerance),
+                    key=lambda n: (int("".join(c for c in n if c.isdigit()) or 0), n))
+    chosen: int | str = (int(within[0]) if within[0].isdigit() else within[0]) if within else "all"
 
     stages = {n: stage_seconds(r) for n, r in rows.items()}
     names = list(dict.fromkeys(k for s in stages.values() for k in s))
