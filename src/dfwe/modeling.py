@@ -39,6 +39,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.configuration_utils import SubConfigSpec
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import (
     MultipleChoiceModelOutput,
     QuestionAnsweringModelOutput,
@@ -136,7 +137,6 @@ class DfwePreTrainedModel(PreTrainedModel):
         features = pool(hidden, attention_mask, self.config.pooling, getattr(self.body, "pooler", None))
         return nn.functional.normalize(features, dim=-1) if self.config.normalize else features
 
-
     @torch.no_grad()
     def trunk_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      token_type_ids: torch.Tensor | None, depth: int) -> torch.Tensor:
@@ -179,8 +179,6 @@ def encoder_layers(body: nn.Module) -> nn.ModuleList:
 
 def _top_layers(body: nn.Module, states: torch.Tensor, attention_mask: torch.Tensor, depth: int) -> torch.Tensor:
     """The encoder layers above ``depth`` run on ``states``, with the attention mask the encoder itself builds."""
-    from transformers.masking_utils import create_bidirectional_mask
-
     mask = create_bidirectional_mask(config=body.config, inputs_embeds=states, attention_mask=attention_mask)
     for layer in encoder_layers(body)[depth:]:
         output = layer(states, mask)
