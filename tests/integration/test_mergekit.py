@@ -114,3 +114,27 @@ def test_refit_head_is_taken_from_the_merged_folder(tiny_base, tmp_path):
     for name, tensor in space.state_dict().items():
         expected = head[name] if name.startswith("head.") else tensor
         torch.testing.assert_close(theirs[name].float(), expected, rtol=0, atol=1e-6)
+
+
+def test_mergekit_rebuilds_a_merge_over_a_frozen_trunk_whole(tiny_base, tmp_path):
+    """With a frozen trunk the weight space holds only the top layers; the recipe still rebuilds every tensor:
+    the merged top, and the trunk (the same in every model) taken from the first."""
+    from safetensors.torch import save_file
+
+    from dfwe.modeling import in_trunk
+
+    depth = 1
+    models = perturbed_copies(tiny_base, tmp_path, 3)
+    trunk = {n: t for n, t in load_file(str(models[0] / "model.safetensors")).items() if in_trunk(n, depth)}
+    for folder in models[1:]:  # what trainable_layers makes true: every ingredient shares the trunk
+        save_file({**load_file(str(folder / "model.safetensors")), **trunk}, str(folder / "model.safetensors"))
+    space = WeightSpace.from_checkpoints(models, trunk_depth=depth)
+    space.set_grouping("layer", block_size=2)
+    weights = np.random.default_rng(0).uniform(0.0, 1.0, size=(space.grouping.size, 3))
+    space.apply("linear", weights)
+    path = tmp_path / "mergekit.yaml"
+    write_mergekit_yaml(path, mergekit_config(space, weights, models, "linear", None, relative_to=tmp_path))
+    theirs = run_mergekit(path, tmp_path / "mk-out")
+    assert trunk and not set(trunk) & set(space.state_dict())
+    for name, tensor in {**space.state_dict(), **trunk}.items():
+        torch.testing.assert_close(theirs[name].float(), tensor.float(), rtol=0, atol=1e-6)
