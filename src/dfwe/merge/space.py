@@ -189,7 +189,8 @@ class WeightSpace:
         header = check_compatible(all_paths)
         frozen = sorted((n for n in header if in_trunk(n, trunk_depth)), key=_natural_key)
         check_equal(all_paths, frozen, trunk_depth)
-        slots = tensor_layout([(n, header[n][0]) for n in sorted(header, key=_natural_key) if n not in set(frozen)])
+        held = sorted(set(header) - set(frozen), key=_natural_key)
+        slots = tensor_layout([(n, header[n][0]) for n in held])
         stacked = torch.empty((len(all_paths), slots[-1].offset + slots[-1].numel), dtype=storage_dtype,
                               device=device)
         staging = stacked if stacked.device.type == "cpu" else None
