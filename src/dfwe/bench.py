@@ -13,7 +13,7 @@ This module only orchestrates: the statistics are :mod:`dfwe.eval.seeds`', the r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from dfwe.config import RunConfig, config_from_dict, config_to_dict
 from dfwe.data.tasks import load_tasks
@@ -24,6 +24,7 @@ from dfwe.pipeline import RunOutput, prepare_inputs, run_pipeline
 from dfwe.report.submission import write_submission
 from dfwe.report.write import write_bench_report, write_suite_report
 from dfwe.runtime import resolve_device
+from dfwe.stats import MetricStats
 
 PER_SEED_KEYS = ("methods", "paired", "barriers", "search", "ingredients", "dev_choices", "timing_seconds")
 
@@ -35,10 +36,18 @@ def bench_seeds(config: RunConfig, seeds: Sequence[int], out_dir: Path, cache: P
                             cache=cache) for seed in seeds]
     per_seed = {str(seed): {key: o.results[key] for key in PER_SEED_KEYS} for seed, o in zip(seeds, outputs)}
     per_split = {split: [o.compared_stats(split) for o in outputs] for split in ("test", "validation")}
-    results = {"config": config_to_dict(config), "task": outputs[0].results["task"], "seeds": per_seed,
-               "summary": summarise(per_seed), "paired": pooled_paired(per_split, config.eval.bootstrap, seeds[0]),
-               "barriers": mean_barriers(per_seed)}
+    results = summarise_seeds(config_to_dict(config), outputs[0].results["task"], per_seed, per_split,
+                              config.eval.bootstrap, seeds[0])
     return results, outputs
+
+
+def summarise_seeds(config: dict[str, Any], task: dict[str, Any], per_seed: dict[str, Any],
+                    per_split: Mapping[str, Sequence[Mapping[str, MetricStats]]], resamples: int, seed: int
+                    ) -> dict[str, Any]:
+    """A benchmark's ``results.json`` from each seed's results (``PER_SEED_KEYS``) and per-example statistics
+    (``per_split[split]``: one ``{method: stats}`` per seed): the summary, pooled paired differences, barriers."""
+    return {"config": config, "task": task, "seeds": per_seed, "summary": summarise(per_seed),
+            "paired": pooled_paired(per_split, resamples, seed), "barriers": mean_barriers(per_seed)}
 
 
 def run_bench(config: RunConfig, seeds: list[int], out_dir: Path, resume: bool = False, overwrite: bool = False,

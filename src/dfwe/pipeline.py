@@ -26,7 +26,7 @@ from dfwe.eval.scores import Merge, Scores, score_methods, with_best_single
 from dfwe.io import check_output_dir, output_folder
 from dfwe.merge.fold import FoldSpec
 from dfwe.report.results import RunStages, run_results
-from dfwe.report.write import write_outputs
+from dfwe.report.write import write_outputs, write_predictions
 from dfwe.runtime import resolve_device, torch_threads
 from dfwe.search.run import search_stage
 from dfwe.stats import MetricStats
@@ -119,6 +119,7 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
         stages = RunStages(data, experts, ingredients, choices, search, scores, barriers)
         results = run_results(config, stages, dict(timing), str(device))
         write_outputs(out, results, folds[0], ingredients.origin if search.space.method == "task_arithmetic" else None)
+        write_predictions(out, scores.test_ids, scores.test_predictions)
     return RunOutput(results, scores)
 
 

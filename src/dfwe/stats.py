@@ -118,8 +118,13 @@ def pooled_difference(pairs: Sequence[tuple[MetricStats, MetricStats]], resample
     return _pooled(pairs, resamples, seed, level, lower_is_better, per_seed=True)
 
 
-def _pooled(pairs: Sequence[tuple[MetricStats, MetricStats]], resamples: int, seed: int, level: float,
-            lower_is_better: Collection[str], per_seed: bool) -> dict[str, dict]:
+def resampled_difference(pairs: Sequence[tuple[MetricStats, MetricStats]], resamples: int, seed: int
+                         ) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    """Per metric: each pair's difference ``a - b``, and ``[resamples]`` bootstrap draws of their mean, every pair
+    resampled with the same weights (the pairs share their examples: seeds of one target).
+
+    The draws of independent example sets (several targets) can be averaged draw by draw, which gives the
+    interval of a difference averaged over targets."""
     if not pairs:
         raise ValueError("need at least one (a, b) pair")
     n = len(pairs[0][0].stats)
@@ -134,12 +139,28 @@ def _pooled(pairs: Sequence[tuple[MetricStats, MetricStats]], resamples: int, se
         for name in value_a:
             diffs.setdefault(name, []).append(value_a[name] - value_b[name])
             resampled[name] = resampled.get(name, 0.0) + (boot_a[name] - boot_b[name])
+    return diffs, {name: draws / len(pairs) for name, draws in resampled.items()}
+
+
+def difference_summary(per: Sequence[float], draws: np.ndarray, level: float = 0.95, higher_is_better: bool = True
+                       ) -> dict:
+    """Per-seed differences, their mean and sample std, the percentile interval of ``draws`` and its verdict."""
+    ci = _percentiles(draws, level)
+    return {"per_seed": [float(d) for d in per], "mean": float(np.mean(per)),
+            "std": float(np.std(per, ddof=1)) if len(per) > 1 else 0.0, "ci": ci,
+            "verdict": verdict(ci, higher_is_better)}
+
+
+def _pooled(pairs: Sequence[tuple[MetricStats, MetricStats]], resamples: int, seed: int, level: float,
+            lower_is_better: Collection[str], per_seed: bool) -> dict[str, dict]:
+    diffs, resampled = resampled_difference(pairs, resamples, seed)
     result: dict[str, dict] = {}
     for name, per in diffs.items():
-        ci = _percentiles(resampled[name] / len(pairs), level)
-        entry: dict = {"per_seed": per, "mean": float(np.mean(per)),
-                       "std": float(np.std(per, ddof=1)) if len(per) > 1 else 0.0} if per_seed else {"diff": per[0]}
-        result[name] = {**entry, "ci": ci, "verdict": verdict(ci, higher_is_better=name not in lower_is_better)}
+        if per_seed:
+            result[name] = difference_summary(per, resampled[name], level, name not in lower_is_better)
+            continue
+        ci = _percentiles(resampled[name], level)
+        result[name] = {"diff": per[0], "ci": ci, "verdict": verdict(ci, higher_is_better=name not in lower_is_better)}
     return result
 
 

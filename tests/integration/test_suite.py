@@ -91,6 +91,36 @@ def test_submission_files_have_feta_formats(suite_run):
                 assert all(v in {"ross", "rachel", "hi"} for v in values)
 
 
+def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_predictions(suite_run, tmp_path):
+    suite, out = suite_run
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "feta_friends.py"
+    units = tmp_path / "units"
+    made = subprocess.run([sys.executable, str(script), "units", "--run", str(out), "--units", str(units)],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in (units / "seed-0").iterdir()) == ["emo.json", "qa.json", "rc.json", "rel.json"]
+    table_file = tmp_path / "table.json"
+    # the suite ran with 20 resamples and seed 0: the table pools with the same, so intervals match exactly
+    built = subprocess.run([sys.executable, str(script), "table", "--units", str(units), "--suite", str(suite),
+                            "--json", str(table_file), "--bootstrap", "20"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    table, results = json.loads(table_file.read_text()), json.loads((out / "results.json").read_text())
+    assert table["seeds"] == [0]
+    for name, target in results["targets"].items():
+        assert table["targets"][name]["paired"] == target["paired"]
+        assert table["targets"][name]["transfer"] == target["transfer"]
+        assert table["targets"][name]["summary"] == target["summary"]
+    assert table["average"] == results["average"]
+    # one target's dfwe minus base-ft, averaged over the four targets, is the mean of the four differences
+    expected = sum(t["paired"]["test"]["base-ft"][t["task"]["metric"]]["mean"]
+                   for t in results["targets"].values()) / 4
+    assert table["average_paired"]["base-ft"]["mean"] == pytest.approx(expected)
+    # FETA's challenge score: transfer delta + 0.1 x base-ft, averaged over targets
+    challenge = sum(t["transfer"]["dfwe"]["mean"] + 0.1 * t["seeds"]["0"]["methods"]["base-ft"]["test"][t["task"]["metric"]]
+                    for t in results["targets"].values()) / 4
+    assert table["challenge"]["dfwe"]["mean"] == pytest.approx(challenge)
+
+
 @pytest.mark.parametrize("task", ["emo", "rel", "qa", "rc"])
 def test_merged_model_opens_with_its_auto_class_and_evaluate_reproduces_the_score(suite_run, task):
     import transformers

@@ -1,7 +1,9 @@
-"""Writing a run's outputs: ``merged/``, ``mergekit.yaml``, ``results.json``, ``report.md`` and ``plots/*.png``.
+"""Writing a run's outputs: ``merged/``, ``mergekit.yaml``, ``results.json``, ``report.md``, ``plots/*.png`` and
+``predictions.json``.
 
-:func:`write_outputs` is the one writer that the pipeline and ``dfwe search`` share; the benchmark and the suite
-write their summary reports with :func:`write_bench_report` and :func:`write_suite_report`.
+:func:`write_outputs` is the one writer that the pipeline and ``dfwe search`` share; the pipeline also writes every
+method's test predictions with :func:`write_predictions`; the benchmark and the suite write their summary reports
+with :func:`write_bench_report` and :func:`write_suite_report`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,25 @@ def write_outputs(out_dir: Path, results: dict[str, Any], fold: DevFold, base: P
     export_merge(out_dir, fold, np.asarray(dfwe["weights"]), dfwe["method"], dfwe["ingredients"], base, prep)
     atomic_write_json(out_dir / "results.json", results)
     write_report(out_dir, results)
+
+
+def write_predictions(out_dir: Path, ids: Sequence[str], predictions: Mapping[str, Sequence[Any]]) -> None:
+    """``predictions.json``: every method's decoded prediction for each held-out example, in ``ids`` order.
+
+    With the task's examples they rebuild every per-example statistic (:meth:`Shape.metric_stats`), so paired
+    intervals pooled over seeds or runs can be computed later, on another machine, without the models.
+    """
+    atomic_write_json(out_dir / "predictions.json",
+                      {"ids": list(ids), "methods": {m: [_plain(p) for p in values] for m, values in predictions.items()}})
+
+
+def _plain(value: Any) -> Any:
+    # decoders return numpy scalars and tuples; JSON wants ints, floats, strings and lists
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def write_report(out_dir: Path, results: dict[str, Any]) -> None:

@@ -1,0 +1,204 @@
+"""FETA-Friends across sessions: one small JSON per finished target and seed, and the table assembled from them.
+
+A seed of the suite takes hours, and a later session may run on a machine without this one's caches, so every
+finished unit (one target, one seed) is kept as ``<units>/seed-<s>/<target>.json``: that seed's results for the
+target (the ``bench`` per-seed schema) and every method's test predictions, from which the per-example
+statistics that pool across seeds are rebuilt against the suite's own test files. Asserts nothing.
+
+    python benchmarks/feta_friends.py units --run runs/feta --units benchmarks/results/feta_friends
+    python benchmarks/feta_friends.py table --units benchmarks/results/feta_friends \\
+        --suite ../shared/data/feta_friends --json benchmarks/results/feta_friends.json
+
+``units`` copies every finished seed of a ``dfwe bench --suite`` folder (each seed folder with ``results.json``
+and ``predictions.json``); ``table`` writes the suite's results schema (``targets.<task>`` as ``dfwe bench``
+writes it, with ``transfer``; ``average``) over the seeds every target has, plus the average over targets of
+dfwe's paired difference to every method, and FETA's challenge score, and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from dfwe.bench import PER_SEED_KEYS, summarise_seeds  # noqa: E402
+from dfwe.data.records import Example, Task  # noqa: E402
+from dfwe.data.shapes import get_shape  # noqa: E402
+from dfwe.data.tasks import load_task  # noqa: E402
+from dfwe.eval.baselines import BEST_SINGLE  # noqa: E402
+from dfwe.eval.scores import with_best_single  # noqa: E402
+from dfwe.eval.seeds import average_over_targets, transfer_deltas  # noqa: E402
+from dfwe.io import atomic_write_json  # noqa: E402
+from dfwe.stats import MetricStats, difference_summary, resampled_difference  # noqa: E402
+from dfwe.train.target import BASE_FT  # noqa: E402
+
+CHALLENGE_BASELINE_WEIGHT = 0.1  # FETA's Codalab score: transfer delta + 0.1 x the baseline's score
+
+
+def collect_units(run: Path, units: Path) -> list[Path]:
+    """Copy every finished (target, seed) of the suite folder ``run`` into ``units``; returns the files written."""
+    written = []
+    for results_file in sorted(run.glob("targets/*/seeds/*/results.json")):
+        seed_dir = results_file.parent
+        predictions_file = seed_dir / "predictions.json"
+        if not predictions_file.is_file():
+            print(f"skipped {seed_dir}: no predictions.json (run it again with --resume to write them)",
+                  file=sys.stderr)
+            continue
+        results = json.loads(results_file.read_text())
+        target, seed = seed_dir.parents[1].name, seed_dir.name
+        unit = {"target": target, "seed": int(seed), "config": results["config"], "task": results["task"],
+                **{key: results[key] for key in PER_SEED_KEYS},
+                "predictions": json.loads(predictions_file.read_text())}
+        path = units / f"seed-{seed}" / f"{target}.json"
+        atomic_write_json(path, unit)
+        written.append(path)
+    return written
+
+
+def read_units(units: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every unit under ``units``: target -> seed -> unit."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for path in sorted(units.glob("seed-*/*.json")):
+        unit = json.loads(path.read_text())
+        found.setdefault(unit["target"], {})[unit["seed"]] = unit
+    return found
+
+
+def held_out_examples(suite: Path, unit: dict[str, Any]) -> tuple[Task, list[Example]]:
+    """The target task and its held-out examples, in the order of the unit's predictions."""
+    config = unit["config"]
+    task = load_task(suite / unit["target"], config["data"]["context_turns"], unit["target"])
+    by_id = {e.id: e for e in task.splits[config["eval"]["split"]]}
+    missing = [i for i in unit["predictions"]["ids"] if i not in by_id]
+    if missing:
+        raise SystemExit(f"{unit['target']} seed {unit['seed']}: example '{missing[0]}' is not in {suite} "
+                         f"(the units were made from another copy of the suite)")
+    return task, [by_id[i] for i in unit["predictions"]["ids"]]
+
+
+def unit_stats(task: Task, examples: list[Example], unit: dict[str, Any]) -> dict[str, MetricStats]:
+    """Every method's per-example statistics, rebuilt from its predictions; ``best-expert-ft`` as chosen on dev."""
+    shape = get_shape(task.shape)
+    stats = {method: shape.metric_stats(predictions, examples, task)
+             for method, predictions in unit["predictions"]["methods"].items()}
+    return with_best_single(stats, unit["methods"][BEST_SINGLE]["selected"])
+
+
+def target_table(suite: Path, seeds: dict[int, dict[str, Any]], chosen: list[int], resamples: int
+                 ) -> tuple[dict[str, Any], list[dict[str, MetricStats]]]:
+    """One target's results (the ``dfwe bench`` schema with ``transfer``) over the ``chosen`` seeds."""
+    units = [seeds[s] for s in chosen]
+    task, examples = held_out_examples(suite, units[0])
+    stats = [unit_stats(task, examples, unit) for unit in units]
+    per_seed = {str(u["seed"]): {key: u[key] for key in PER_SEED_KEYS} for u in units}
+    results = summarise_seeds(units[0]["config"], units[0]["task"], per_seed, {"test": stats}, resamples, chosen[0])
+    results["transfer"] = transfer_deltas(stats, task.metric, resamples, chosen[0])
+    return results, stats
+
+
+def average_differences(stats: dict[str, list[dict[str, MetricStats]]], metrics: dict[str, str], resamples: int,
+                        seed: int) -> dict[str, dict]:
+    """dfwe minus every method on each target's headline metric, averaged over targets: per seed, and a paired
+    interval that resamples each target's examples independently (shared across that target's seeds)."""
+    others = sorted(set.intersection(*(set(s[0]) for s in stats.values())) - {"dfwe"})
+    result = {}
+    for other in others:
+        per_seed, draws = [], []
+        for index, (target, per_target) in enumerate(sorted(stats.items())):
+            diffs, resampled = resampled_difference([(s["dfwe"], s[other]) for s in per_target], resamples,
+                                                    seed + index)
+            per_seed.append(diffs[metrics[target]])
+            draws.append(resampled[metrics[target]])
+        result[other] = difference_summary(np.mean(per_seed, axis=0), np.mean(draws, axis=0))
+    return result
+
+
+def challenge_scores(targets: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, dict]:
+    """FETA's challenge score per method, averaged over targets: transfer delta + 0.1 x base-ft's score."""
+    scores = {}
+    for method in ("dfwe", "multitask-ft"):
+        per_seed = []
+        for seed in map(str, seeds):
+            values = [(t["seeds"][seed]["methods"][method]["test"][t["task"]["metric"]],
+                       t["seeds"][seed]["methods"][BASE_FT]["test"][t["task"]["metric"]]) for t in targets.values()]
+            per_seed.append(float(np.mean([score - base + CHALLENGE_BASELINE_WEIGHT * base for score, base in values])))
+        scores[method] = {"mean": float(np.mean(per_seed)),
+                          "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0, "per_seed": per_seed}
+    return scores
+
+
+def assemble(units: Path, suite: Path, resamples: int) -> dict[str, Any]:
+    """The suite's table over the seeds that every target has finished."""
+    found = read_units(units)
+    if not found:
+        raise SystemExit(f"{units}: no units (run `units` first)")
+    common = sorted(set.intersection(*(set(seeds) for seeds in found.values())))
+    if not common:
+        raise SystemExit(f"{units}: no seed has finished every target")
+    targets, stats = {}, {}
+    for target, seeds in sorted(found.items()):
+        targets[target], stats[target] = target_table(suite, seeds, common, resamples)
+    metrics = {t: r["task"]["metric"] for t, r in targets.items()}
+    return {"suite": str(suite), "seeds": common, "targets": targets,
+            "average": average_over_targets(targets, common),
+            "average_paired": average_differences(stats, metrics, resamples, common[0]),
+            "challenge": challenge_scores(targets, common),
+            "units": {t: sorted(seeds) for t, seeds in found.items()}}
+
+
+def print_tables(table: dict[str, Any]) -> None:
+    methods = ["base-ft", "multitask-ft", "best-expert-ft", "uniform-soup", "greedy-soup", "logit-ensemble", "dfwe"]
+    print(f"\nseeds {table['seeds']}; test, headline metric, mean ± std over seeds\n| target | metric | "
+          + " | ".join(methods) + " |\n| --- | --- |" + " ---: |" * len(methods))
+    for target, result in table["targets"].items():
+        metric, summary = result["task"]["metric"], result["summary"]
+        cells = [f"{summary[m]['test'][metric]['mean']:.3f} ± {summary[m]['test'][metric]['std']:.3f}"
+                 for m in methods]
+        print(f"| {target} | {metric} | " + " | ".join(cells) + " |")
+    print("\ndfwe minus each method, paired (pooled over seeds), per target\n| target | "
+          + " | ".join(m for m in methods if m != "dfwe") + " |\n| --- |" + " ---: |" * (len(methods) - 1))
+    for target, result in table["targets"].items():
+        paired, metric = result["paired"]["test"], result["task"]["metric"]
+        cells = [f"{paired[m][metric]['mean']:+.3f} [{paired[m][metric]['ci'][0]:+.3f}, "
+                 f"{paired[m][metric]['ci'][1]:+.3f}] {paired[m][metric]['verdict']}" for m in methods if m != "dfwe"]
+        print(f"| {target} | " + " | ".join(cells) + " |")
+    print("\naverage over targets\n| method | score | transfer delta | dfwe minus it |\n| --- | ---: | ---: | ---: |")
+    for method in methods:
+        entry, paired = table["average"][method], table["average_paired"].get(method)
+        diff = (f"{paired['mean']:+.3f} [{paired['ci'][0]:+.3f}, {paired['ci'][1]:+.3f}] {paired['verdict']}"
+                if paired else "-")
+        print(f"| {method} | {entry['score']['mean']:.3f} ± {entry['score']['std']:.3f} | "
+              f"{entry['transfer_delta']['mean']:+.3f} ± {entry['transfer_delta']['std']:.3f} | {diff} |")
+    for method, score in table["challenge"].items():
+        print(f"challenge score ({method}): {score['mean']:.3f} ± {score['std']:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    units = commands.add_parser("units", help="copy a suite folder's finished targets and seeds as units")
+    units.add_argument("--run", type=Path, required=True, help="a `dfwe bench --suite` output folder")
+    units.add_argument("--units", type=Path, required=True)
+    table = commands.add_parser("table", help="assemble the suite's table from the units")
+    table.add_argument("--units", type=Path, required=True)
+    table.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
+    table.add_argument("--json", type=Path, required=True)
+    table.add_argument("--bootstrap", type=int, default=1000)
+    args = parser.parse_args()
+    if args.command == "units":
+        for path in collect_units(args.run, args.units):
+            print(path)
+        return
+    result = assemble(args.units, args.suite, args.bootstrap)
+    print_tables(result)
+    atomic_write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
