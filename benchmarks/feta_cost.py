@@ -73,8 +73,10 @@ def read_suite(config: RunConfig, suite: Path, cache: Path) -> tuple[dict[str, T
     tasks = suite_tasks(suite)
     sets, configs, base = {}, {}, None
     for target in tasks:
-        configs[target] = suite_target_config(config, suite, target, [t for t in tasks if t != target])
-        base, data, _ = prepare_inputs(configs[target], cache)
+        others = [t for t in tasks if t != target]
+        configs[target] = suite_target_config(config, suite, target, others)
+        # the target's own sets are all that is read here: one source (the least a config holds), not six
+        base, data, _ = prepare_inputs(suite_target_config(config, suite, target, others[:1]), cache)
         sets[target] = TaskSets(data.train, data.dev, data.test)
     return sets, configs, base
 
@@ -164,9 +166,10 @@ def cost_model(sets: dict[str, TaskSets], configs: dict[str, RunConfig], steps: 
     return {"measured": False, "stages": stages, "per_target": per_target, "total_hours": sum(stages.values())}
 
 
-def measured_run(run: Path) -> dict[str, Any] | None:
-    """Wall hours per stage and target of a `dfwe bench --suite` run, from its targets' results files."""
-    targets = sorted(run.glob("targets/*/results.json"))
+def measured_run(runs: list[Path]) -> dict[str, Any] | None:
+    """Wall hours per stage and target of a `dfwe bench --suite` run (one folder, or several that share a cache
+    and split the targets between them), from its targets' results files."""
+    targets = sorted(path for run in runs for path in run.glob("targets/*/results.json"))
     if not targets:
         return None
     stages: dict[str, float] = {}
@@ -193,7 +196,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
     parser.add_argument("--cache", type=Path, required=True, help="the data stage's work folder (and temp stores)")
-    parser.add_argument("--run", type=Path, help="a `dfwe bench --suite` folder at the chosen settings, to read")
+    parser.add_argument("--run", type=Path, nargs="*", default=[],
+                        help="`dfwe bench --suite` folders at the chosen settings (sharing one cache), to read")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the chosen settings")
     parser.add_argument("--rows", type=int, default=32, help="train examples per task the step costs are timed on")
     parser.add_argument("--json", type=Path, required=True)

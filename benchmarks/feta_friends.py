@@ -33,7 +33,7 @@ from dfwe.data.tasks import load_task  # noqa: E402
 from dfwe.eval.baselines import BEST_SINGLE  # noqa: E402
 from dfwe.eval.scores import with_best_single  # noqa: E402
 from dfwe.eval.seeds import average_over_targets, transfer_deltas  # noqa: E402
-from dfwe.io import atomic_write_json  # noqa: E402
+from dfwe.io import atomic_write_json, atomic_write_text  # noqa: E402
 from dfwe.stats import MetricStats, difference_summary, resampled_difference  # noqa: E402
 from dfwe.train.target import BASE_FT  # noqa: E402
 
@@ -56,7 +56,7 @@ def collect_units(run: Path, units: Path) -> list[Path]:
                 **{key: results[key] for key in PER_SEED_KEYS},
                 "predictions": json.loads(predictions_file.read_text())}
         path = units / f"seed-{seed}" / f"{target}.json"
-        atomic_write_json(path, unit)
+        atomic_write_text(path, json.dumps(unit, separators=(",", ":")) + "\n")  # one line: predictions dominate
         written.append(path)
     return written
 

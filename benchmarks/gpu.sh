@@ -40,9 +40,11 @@ cp "$work/protocol/protocol.json" "$work/protocol/protocol.md" "$OUT/"
 for k in 8 32; do
     [ -f "$work/protocol/k$k/default/results.json" ] && cp "$work/protocol/k$k/default/results.json" "$OUT/friends_k$k.json"
 done
+# FETA-Friends, seeds 0-2 (issue 20): every finished (target, seed) comes back as a unit, whatever the time left
 for layers in 1 all; do
-    timeout 100 python3 -m dfwe.cli bench --suite "$work/feta_friends" --seeds 0 --out "$work/feta-$layers" \
+    timeout 100 python3 -m dfwe.cli bench --suite "$work/feta_friends" --seeds 0 1 2 --out "$work/feta-$layers" \
         --cache "$work/cache" --set model.base="$work/minilm" --set runtime.device=cuda \
         --set model.trainable_layers=$layers | tee "$OUT/feta-$layers.txt" || true
     [ -f "$work/feta-$layers/results.json" ] && cp "$work/feta-$layers/results.json" "$OUT/feta_friends-$layers.json"
+    python3 benchmarks/feta_friends.py units --run "$work/feta-$layers" --units "$OUT/feta_friends-$layers" || true
 done
