@@ -119,15 +119,13 @@ def average_differences(stats: dict[str, list[dict[str, MetricStats]]], metrics:
     return result
 
 
-def challenge_scores(targets: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, dict]:
-    """FETA's challenge score per method, averaged over targets: transfer delta + 0.1 x base-ft's score."""
+def challenge_scores(average: dict[str, Any]) -> dict[str, dict]:
+    """FETA's challenge score per method, averaged over targets: transfer delta + 0.1 x base-ft's score, per seed,
+    from :func:`average_over_targets`' per-seed averages."""
     scores = {}
     for method in ("dfwe", "multitask-ft"):
-        per_seed = []
-        for seed in map(str, seeds):
-            values = [(t["seeds"][seed]["methods"][method]["test"][t["task"]["metric"]],
-                       t["seeds"][seed]["methods"][BASE_FT]["test"][t["task"]["metric"]]) for t in targets.values()]
-            per_seed.append(float(np.mean([score - base + CHALLENGE_BASELINE_WEIGHT * base for score, base in values])))
+        per_seed = [delta + CHALLENGE_BASELINE_WEIGHT * base for delta, base in
+                    zip(average[method]["transfer_delta"]["per_seed"], average[BASE_FT]["score"]["per_seed"])]
         scores[method] = {"mean": float(np.mean(per_seed)),
                           "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0, "per_seed": per_seed}
     return scores
@@ -145,10 +143,10 @@ def assemble(units: Path, suite: Path, resamples: int) -> dict[str, Any]:
     for target, seeds in sorted(found.items()):
         targets[target], stats[target] = target_table(suite, seeds, common, resamples)
     metrics = {t: r["task"]["metric"] for t, r in targets.items()}
-    return {"suite": str(suite), "seeds": common, "targets": targets,
-            "average": average_over_targets(targets, common),
+    average = average_over_targets(targets, common)
+    return {"suite": str(suite), "seeds": common, "targets": targets, "average": average,
             "average_paired": average_differences(stats, metrics, resamples, common[0]),
-            "challenge": challenge_scores(targets, common),
+            "challenge": challenge_scores(average),
             "units": {t: sorted(seeds) for t, seeds in found.items()}}
 
 
