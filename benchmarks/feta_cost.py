@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import tempfile
 import time
@@ -166,6 +167,15 @@ def cost_model(sets: dict[str, TaskSets], configs: dict[str, RunConfig], steps: 
     return {"measured": False, "stages": stages, "per_target": per_target, "total_hours": sum(stages.values())}
 
 
+def candidate_seconds(target_folder: Path) -> list[float]:
+    """Seconds each search candidate took (merge, head refit, dev pass), from every seed's search journal."""
+    seconds: list[float] = []
+    for journal in sorted(target_folder.glob("seeds/*/journal.sqlite")):
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+            seconds += [row[0] for row in db.execute("SELECT seconds FROM candidates ORDER BY idx")]
+    return seconds
+
+
 def measured_run(runs: list[Path]) -> dict[str, Any] | None:
     """Wall hours per stage and target of a `dfwe bench --suite` run (one folder, or several that share a cache
     and split the targets between them), from its targets' results files."""
@@ -173,15 +183,19 @@ def measured_run(runs: list[Path]) -> dict[str, Any] | None:
     if not targets:
         return None
     stages: dict[str, float] = {}
-    per_target = {}
+    per_target, per_candidate = {}, {}
     for path in targets:
         bench = json.loads(path.read_text())
         seconds = {k: v for seed in bench["seeds"].values() for k, v in seed["timing_seconds"].items()}
         for stage, value in seconds.items():
             stages[stage] = stages.get(stage, 0.0) + value / HOUR
         per_target[path.parent.name] = sum(seconds.values()) / HOUR
+        candidates = candidate_seconds(path.parent)
+        if candidates:
+            per_candidate[path.parent.name] = {"candidates": len(candidates),
+                                               "median_seconds": float(np.median(candidates))}
     return {"measured": True, "stages": stages, "per_target": per_target, "total_hours": sum(stages.values()),
-            "targets_finished": len(targets)}
+            "targets_finished": len(targets), "search_candidate_seconds": per_candidate}
 
 
 def print_table(title: str, columns: dict[str, dict[str, Any]]) -> None:

@@ -8,11 +8,14 @@ statistics that pool across seeds are rebuilt against the suite's own test files
     python benchmarks/feta_friends.py units --run runs/feta --units benchmarks/results/feta_friends
     python benchmarks/feta_friends.py table --units benchmarks/results/feta_friends \\
         --suite ../shared/data/feta_friends --json benchmarks/results/feta_friends.json
+    python benchmarks/feta_friends.py submission --units benchmarks/results/feta_friends \\
+        --suite ../shared/data/feta_friends --out runs/feta-submission
 
 ``units`` copies every finished seed of a ``dfwe bench --suite`` folder (each seed folder with ``results.json``
 and ``predictions.json``); ``table`` writes the suite's results schema (``targets.<task>`` as ``dfwe bench``
 writes it, with ``transfer``; ``average``) over the seeds every target has, plus the average over targets of
-dfwe's paired difference to every method, and FETA's challenge score, and prints the tables.
+dfwe's paired difference to every method, and FETA's challenge score, and prints the tables; ``submission``
+writes FETA's Codalab files (``seed-<s>/<task>/{baseline_predictions,predictions}.csv``) of every unit.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dfwe.eval.baselines import BEST_SINGLE  # noqa: E402
 from dfwe.eval.scores import with_best_single  # noqa: E402
 from dfwe.eval.seeds import average_over_targets, transfer_deltas  # noqa: E402
 from dfwe.io import atomic_write_json, atomic_write_text  # noqa: E402
+from dfwe.report.submission import SUBMISSION_FILES, submission_csv  # noqa: E402
 from dfwe.stats import MetricStats, difference_summary, resampled_difference  # noqa: E402
 from dfwe.train.target import BASE_FT  # noqa: E402
 
@@ -150,6 +154,20 @@ def assemble(units: Path, suite: Path, resamples: int) -> dict[str, Any]:
             "units": {t: sorted(seeds) for t, seeds in found.items()}}
 
 
+def write_submissions(units: Path, suite: Path, out: Path) -> list[Path]:
+    """FETA's Codalab files of every unit (base-ft and dfwe), as ``dfwe bench --suite`` writes them."""
+    written = []
+    for target, seeds in sorted(read_units(units).items()):
+        for seed, unit in sorted(seeds.items()):
+            task, _ = held_out_examples(suite, unit)
+            for file, method in SUBMISSION_FILES:
+                path = out / f"seed-{seed}" / target / file
+                atomic_write_text(path, submission_csv(unit["predictions"]["ids"],
+                                                       unit["predictions"]["methods"][method], task))
+                written.append(path)
+    return written
+
+
 def print_tables(table: dict[str, Any]) -> None:
     methods = ["base-ft", "multitask-ft", "best-expert-ft", "uniform-soup", "greedy-soup", "logit-ensemble", "dfwe"]
     print(f"\nseeds {table['seeds']}; test, headline metric, mean ± std over seeds\n| target | metric | "
@@ -188,9 +206,15 @@ def main() -> None:
     table.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
     table.add_argument("--json", type=Path, required=True)
     table.add_argument("--bootstrap", type=int, default=1000)
+    submission = commands.add_parser("submission", help="write FETA's Codalab files of every unit")
+    submission.add_argument("--units", type=Path, required=True)
+    submission.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
+    submission.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    if args.command == "units":
-        for path in collect_units(args.run, args.units):
+    if args.command in ("units", "submission"):
+        paths = (collect_units(args.run, args.units) if args.command == "units"
+                 else write_submissions(args.units, args.suite, args.out))
+        for path in paths:
             print(path)
         return
     result = assemble(args.units, args.suite, args.bootstrap)

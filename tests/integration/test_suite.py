@@ -119,6 +119,14 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
     challenge = sum(t["transfer"]["dfwe"]["mean"] + 0.1 * t["seeds"]["0"]["methods"]["base-ft"]["test"][t["task"]["metric"]]
                     for t in results["targets"].values()) / 4
     assert table["challenge"]["dfwe"]["mean"] == pytest.approx(challenge)
+    # the Codalab files rebuilt from the units are the run's own, byte for byte
+    rebuilt = tmp_path / "submission"
+    written = subprocess.run([sys.executable, str(script), "submission", "--units", str(units), "--suite", str(suite),
+                              "--out", str(rebuilt)], capture_output=True, text=True)
+    assert written.returncode == 0, written.stderr
+    files = sorted(p.relative_to(out / "submission") for p in (out / "submission").rglob("*.csv"))
+    assert len(files) == 8 and files == sorted(p.relative_to(rebuilt) for p in rebuilt.rglob("*.csv"))
+    assert all((rebuilt / f).read_bytes() == (out / "submission" / f).read_bytes() for f in files)
 
 
 @pytest.mark.parametrize("task", ["emo", "rel", "qa", "rc"])

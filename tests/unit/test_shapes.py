@@ -13,7 +13,9 @@ from conftest import write_task
 from sklearn.metrics import f1_score
 
 from dfwe.data.encode import Preprocessing, eval_batches
+from dfwe.data.prepare import DataConfig, Suite, prepare_data
 from dfwe.data.records import Example, Task
+from dfwe.data.sampling import answerless_windows
 from dfwe.data.shapes import SHAPES
 from dfwe.data.shapes.multilabel import label_matrix
 from dfwe.data.shapes.multiple_choice import fill
@@ -21,6 +23,7 @@ from dfwe.data.shapes.span import answer_tokens, best_spans, exact_match, token_
 from dfwe.data.tasks import load_task
 from dfwe.errors import BadInput
 from dfwe.forward import fit_head, predict_logits
+from dfwe.report.submission import submission_value
 
 MULTILABEL, SPAN, CHOICE = SHAPES["multilabel"], SHAPES["span"], SHAPES["multiple_choice"]
 WORDS = ("where is ross monica rachel joey said hi to at the central perk home cafe . ? ! who drinks coffee "
@@ -123,6 +126,18 @@ def test_multilabel_records_are_checked_and_submitted_in_label_order():
     assert MULTILABEL.submission(("per:roommate",), task("multilabel", RELATIONS)) == "[0, 1, 0]"
 
 
+def test_relation_predictions_are_submitted_as_tlidbs_37_slot_float_vectors():
+    # DialogRE relations: TLiDB's order, where per:friends is slot 8, per:roommate 11 and unanswerable 36 (last)
+    vector = submission_value(("per:roommate", "per:friends"), task("multilabel", RELATIONS))
+    slots = vector.strip("[]").split(" ")
+    assert len(slots) == 37 and [i for i, v in enumerate(slots) if v == "1.0"] == [8, 11]
+    assert set(slots) == {"0.0", "1.0"} and "," not in vector
+    assert submission_value(("unanswerable",), task("multilabel", RELATIONS)).endswith(" 0.0 1.0]")
+    # labels that are not DialogRE's keep the shape's own 0/1 vector in the task's label order
+    assert submission_value(("b",), task("multilabel", ("a", "b"))) == "[0, 1]"
+    assert submission_value("ross", task("multiple_choice")) == "ross"
+
+
 # ---------------------------------------------------------------- span
 
 def test_span_windows_point_at_the_answer_where_it_fits_and_at_the_first_token_elsewhere(tokenizer):
@@ -144,6 +159,40 @@ def test_span_windows_point_at_the_answer_where_it_fits_and_at_the_first_token_e
     nine = len(" ".join(CONTEXT_TOKENS[:9])) + 1  # window 1 starts at context token 9, the second "to"
     assert data.offsets[1, 6].tolist() == [nine, nine + 2] and LONG_CONTEXT[nine:nine + 2] == "to"
     assert data.truncated == 0
+
+
+def test_span_train_sets_keep_every_answer_window_and_a_seeded_fraction_of_the_rest(tokenizer, tmp_path):
+    data = SPAN.encode(span_examples(), tokenizer, task("span"), SPAN_PREP)  # answers in rows 1, 2 and 5
+    example_of, has_answer = data.example_of.numpy(), data.labels[:, 0].numpy() > 0
+    assert answerless_windows(example_of, has_answer, 0.1, np.random.default_rng(0)).tolist() == [1, 2, 5]
+    two = answerless_windows(example_of, has_answer, 0.67, np.random.default_rng(0)).tolist()  # 2 of rows 0, 3, 4
+    assert len(two) == 5 and {1, 2, 5} <= set(two) and two == sorted(two)
+    assert two == answerless_windows(example_of, has_answer, 0.67, np.random.default_rng(0)).tolist()
+    assert answerless_windows(example_of, has_answer, 1.0, np.random.default_rng(0)).tolist() == [0, 1, 2, 3, 4, 5]
+    # an example none of whose windows holds an answer keeps its first window
+    lost = has_answer.copy()
+    lost[[1, 2]] = False
+    assert answerless_windows(example_of, lost, 0.1, np.random.default_rng(0)).tolist() == [0, 5]
+
+    # the data stage samples the train sets of the target and of span sources; dev and test keep every window
+    records = [{"id": e.id, "dialogue_id": f"d{i}", "question": e.text, "context": e.context,
+                "answers": [{"text": text, "start": start} for text, start in e.answers]}
+               for i, e in enumerate(span_examples())]
+    spec = json.dumps({"type": "span", "metric": "token_f1"})
+    for name in ("qa", "qa2"):
+        write_task(tmp_path / name, {split: [{**r, "id": f"{split}-{r['id']}"} for r in records]
+                                     for split in ("train", "dev", "test")})
+        (tmp_path / name / "task.json").write_text(spec)
+    config = DataConfig(data_dir=tmp_path, target="qa", sources=["qa2"], sampling="dialogues", fraction=1.0,
+                        max_length=24, stride=8, answerless_windows=0.1)
+    prepared = prepare_data(config, Suite(tmp_path), tokenizer, seed=0)
+    for train in (prepared.train, prepared.sources["qa2"].train):
+        assert train.encoded.labels.tolist() == [[17, 19], [8, 10], [10, 11]]
+        assert train.encoded.example_of.tolist() == [0, 0, 1] and len(train.examples) == 2
+    assert len(prepared.dev.encoded) == len(prepared.test.encoded) == len(prepared.sources["qa2"].dev.encoded) == 6
+    # the default keeps the set exactly as encoded: the same digest, so cached artefacts stay valid
+    whole = prepare_data(config.model_copy(update={"answerless_windows": 1.0}), Suite(tmp_path), tokenizer, seed=0)
+    assert whole.train.encoded.digest() == prepared.dev.encoded.digest() != prepared.train.encoded.digest()
 
 
 def test_span_question_too_long_for_a_window_is_cut_and_a_stride_without_room_is_refused(tokenizer):

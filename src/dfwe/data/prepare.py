@@ -7,16 +7,18 @@ and :func:`dfwe.train.base.prepare_base` (the pretrained model and its tokenizer
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
+import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from dfwe.cache import content_key
 from dfwe.data.encode import ContextTurns, MaxLength, Preprocessing, Stride
 from dfwe.data.records import Example, Task
-from dfwe.data.sampling import dialogue_fraction, few_shot_split, subsample
+from dfwe.data.sampling import answerless_windows, dialogue_fraction, few_shot_split, subsample
 from dfwe.data.sets import ExampleSet
 from dfwe.data.shapes import get_shape
 from dfwe.data.synthetic import TASKS, SyntheticConfig, generate_suite
@@ -45,6 +47,9 @@ class DataConfig(Frozen):
     max_length: MaxLength | dict[str, MaxLength] = 128
     context_turns: ContextTurns = 3
     stride: Stride = 64  # span tasks: tokens shared by consecutive windows of a long context
+    # span tasks' train sets (target and sources): every window holding an answer and this seeded fraction of
+    # the others, which are most of a long context's windows; dev, test and validation keep every window
+    answerless_windows: float = Field(1.0, gt=0, le=1)
     source_max_examples: int | None = Field(None, ge=1)
     source_dev_max_examples: int = Field(500, ge=1)
 
@@ -142,6 +147,17 @@ def _encoded(task: Task, examples: Sequence[Example], tokenizer, prep: Preproces
     return ExampleSet(task, examples, get_shape(task.shape).encode(examples, tokenizer, task, prep))
 
 
+def _train_windows(train: ExampleSet, fraction: float, seed: int) -> ExampleSet:
+    """A span train set with its answer-less windows sampled (``data.answerless_windows``); other sets as they are."""
+    encoded = train.encoded
+    if encoded.example_of is None or fraction >= 1.0:
+        return train
+    rng = np.random.default_rng([seed, 0xA115, zlib.crc32(train.task.name.encode())])
+    has_answer = encoded.labels[:, 0].numpy() > 0  # a span row's target: (0, 0) where no answer fits
+    rows = answerless_windows(encoded.example_of.numpy(), has_answer, fraction, rng)
+    return ExampleSet(train.task, train.examples, replace(encoded.subset(rows), truncated=encoded.truncated))
+
+
 def _target_sets(data: DataConfig, task: Task, seed: int) -> tuple[Sequence[Example], Sequence[Example]]:
     if data.sampling == "dialogues":
         fraction = data.fraction_of(task.name)
@@ -182,12 +198,13 @@ def prepare_data(data: DataConfig, suite: Suite, tokenizer, seed: int, source_se
     sources = {}
     for name in data.sources:
         source_train, source_dev = _source_sets(data, tasks[name], source_seed)
-        sources[name] = TaskSplits(_encoded(tasks[name], source_train, tokenizer, prep(name)),
+        sources[name] = TaskSplits(_train_windows(_encoded(tasks[name], source_train, tokenizer, prep(name)),
+                                                  data.answerless_windows, source_seed),
                                    _encoded(tasks[name], source_dev, tokenizer, prep(name)), prep(name))
     target_prep = prep(target.name)
     return PreparedData(
         target=target,
-        train=_encoded(target, train, tokenizer, target_prep),
+        train=_train_windows(_encoded(target, train, tokenizer, target_prep), data.answerless_windows, seed),
         dev=_encoded(target, dev, tokenizer, target_prep),
         test=_encoded(target, [e for e in target.splits[held_out_split] if e.id not in dev_ids], tokenizer, target_prep),
         validation=(_encoded(target, [e for e in target.splits["dev"] if e.id not in dev_ids], tokenizer, target_prep)

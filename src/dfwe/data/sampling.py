@@ -4,6 +4,9 @@
   set, both from the task's *train* split (the official dev and test splits are never touched);
 * ``dialogues`` (FETA's protocol): a seeded fraction of the train split's dialogues and, separately, of the
   dev split's dialogues, whole dialogues at a time, for the target and every source alike.
+
+And one draw inside a set: the windows of a span task's train set that hold no answer, of which a seeded
+fraction is kept (:func:`answerless_windows`).
 """
 
 from __future__ import annotations
@@ -80,3 +83,18 @@ def dialogue_fraction(examples: Sequence[Example], fraction: float, seed: int) -
     random.Random(seed).shuffle(dialogues)
     kept = set(dialogues[: math.ceil(fraction * len(dialogues))])
     return tuple(e for e in examples if e.dialogue_id in kept)
+
+
+def answerless_windows(example_of: np.ndarray, has_answer: np.ndarray, fraction: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """The rows of a windowed set to keep, in order: every window holding an answer and
+    ``round(fraction * n)`` of the ``n`` that hold none, drawn without replacement; an example left with no
+    window keeps its first one, so every example stays in the set."""
+    if fraction >= 1.0:
+        return np.arange(len(example_of))
+    empty = np.flatnonzero(~has_answer)
+    keep = has_answer.copy()
+    keep[rng.choice(empty, size=round(fraction * len(empty)), replace=False)] = True
+    examples, first = np.unique(example_of, return_index=True)
+    keep[first[~np.isin(examples, example_of[keep])]] = True
+    return np.flatnonzero(keep)
