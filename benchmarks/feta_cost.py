@@ -3,7 +3,8 @@ training (the default before issue 19) and with the chosen CPU settings. Prints 
 nothing.
 
     python benchmarks/feta_cost.py --suite ../shared/data/feta_friends --cache runs/cache \
-        --run runs/feta-chosen --set model.trainable_layers=1 --json benchmarks/results/feta_cost.json
+        --units benchmarks/results/feta_friends --set model.trainable_layers=1 --set experts.train.lr=5e-4 \
+        --json benchmarks/results/feta_cost.json
 
 Three measurements, one cost model:
 
@@ -13,8 +14,8 @@ Three measurements, one cost model:
 2. *steps*: per task, seconds per row of a training pass and of a scoring pass, with every layer and on stored
    trunk states (the top N layers only), and of computing a row's trunk states, measured on that task's own
    rows with all-MiniLM-L6-v2 in this run.
-3. *chosen*: the wall time per stage and target of a `dfwe bench --suite` run (``--run``) at the chosen settings,
-   read from its results files: measured.
+3. *chosen*: the wall time per stage and target of the `dfwe bench --suite` runs at the chosen settings, read
+   from their finished units (``--units``, as ``benchmarks/feta_friends.py units`` keeps them): measured.
 
 The cost model counts the passes one seed makes (every expert's epochs over its rows, every ingredient's epochs,
 probe, dev passes, each search candidate's dev pass and refit, test scoring) and prices them with the steps
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import tempfile
 import time
@@ -39,6 +39,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from feta_friends import read_units  # noqa: E402
+
 from dfwe.bench import suite_target_config, suite_tasks  # noqa: E402
 from dfwe.checkpoints import new_model  # noqa: E402
 from dfwe.cli import parse_overrides  # noqa: E402
@@ -167,35 +169,24 @@ def cost_model(sets: dict[str, TaskSets], configs: dict[str, RunConfig], steps: 
     return {"measured": False, "stages": stages, "per_target": per_target, "total_hours": sum(stages.values())}
 
 
-def candidate_seconds(target_folder: Path) -> list[float]:
-    """Seconds each search candidate took (merge, head refit, dev pass), from every seed's search journal."""
-    seconds: list[float] = []
-    for journal in sorted(target_folder.glob("seeds/*/journal.sqlite")):
-        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
-            seconds += [row[0] for row in db.execute("SELECT seconds FROM candidates ORDER BY idx")]
-    return seconds
-
-
-def measured_run(runs: list[Path]) -> dict[str, Any] | None:
-    """Wall hours per stage and target of a `dfwe bench --suite` run (one folder, or several that share a cache
-    and split the targets between them), from its targets' results files."""
-    targets = sorted(path for run in runs for path in run.glob("targets/*/results.json"))
-    if not targets:
+def measured_run(units: Path) -> dict[str, Any] | None:
+    """Wall hours per stage and target of the chosen settings' run, from the finished units of
+    ``benchmarks/feta_friends.py`` (one target and seed each; a target's hours are the mean over its seeds)."""
+    found = read_units(units)
+    if not found:
         return None
     stages: dict[str, float] = {}
     per_target, per_candidate = {}, {}
-    for path in targets:
-        bench = json.loads(path.read_text())
-        seconds = {k: v for seed in bench["seeds"].values() for k, v in seed["timing_seconds"].items()}
-        for stage, value in seconds.items():
-            stages[stage] = stages.get(stage, 0.0) + value / HOUR
-        per_target[path.parent.name] = sum(seconds.values()) / HOUR
-        candidates = candidate_seconds(path.parent)
+    for target, seeds in sorted(found.items()):
+        for unit in seeds.values():
+            for stage, value in unit["timing_seconds"].items():
+                stages[stage] = stages.get(stage, 0.0) + value / HOUR / len(seeds)
+        per_target[target] = float(np.mean([sum(u["timing_seconds"].values()) for u in seeds.values()])) / HOUR
+        candidates = [s for u in seeds.values() for s in u.get("search_candidate_seconds") or []]
         if candidates:
-            per_candidate[path.parent.name] = {"candidates": len(candidates),
-                                               "median_seconds": float(np.median(candidates))}
+            per_candidate[target] = {"candidates": len(candidates), "median_seconds": float(np.median(candidates))}
     return {"measured": True, "stages": stages, "per_target": per_target, "total_hours": sum(stages.values()),
-            "targets_finished": len(targets), "search_candidate_seconds": per_candidate}
+            "targets_finished": len(found), "search_candidate_seconds": per_candidate}
 
 
 def print_table(title: str, columns: dict[str, dict[str, Any]]) -> None:
@@ -210,8 +201,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
     parser.add_argument("--cache", type=Path, required=True, help="the data stage's work folder (and temp stores)")
-    parser.add_argument("--run", type=Path, nargs="*", default=[],
-                        help="`dfwe bench --suite` folders at the chosen settings (sharing one cache), to read")
+    parser.add_argument("--units", type=Path, default=None,
+                        help="the finished units of the chosen settings' run (benchmarks/feta_friends.py units)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the chosen settings")
     parser.add_argument("--rows", type=int, default=32, help="train examples per task the step costs are timed on")
     parser.add_argument("--json", type=Path, required=True)
@@ -238,7 +229,7 @@ def main() -> None:
     one_multitask = chosen.experts.multitask_target
     today = cost_model(sets, configs, steps, "full", one_multitask=False, distinct_rows=distinct)
     modelled = cost_model(sets, configs, steps, "top", one_multitask, distinct)
-    measured = measured_run(args.run) if args.run else None
+    measured = measured_run(args.units) if args.units else None
     result = {"today": {**today, "settings": {"model.trainable_layers": "all", "experts.multitask_target": False}},
               "chosen": {**(measured or modelled), "settings": overrides, "modelled": modelled},
               "sets": sizes, "store": store, "steps_seconds_per_row": steps,

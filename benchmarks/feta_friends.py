@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,21 @@ def collect_units(run: Path, units: Path) -> list[Path]:
         target, seed = seed_dir.parents[1].name, seed_dir.name
         unit = {"target": target, "seed": int(seed), "config": results["config"], "task": results["task"],
                 **{key: results[key] for key in PER_SEED_KEYS},
+                "search_candidate_seconds": candidate_seconds(seed_dir / "journal.sqlite"),
                 "predictions": json.loads(predictions_file.read_text())}
         path = units / f"seed-{seed}" / f"{target}.json"
         atomic_write_text(path, json.dumps(unit, separators=(",", ":")) + "\n")  # one line: predictions dominate
         written.append(path)
     return written
+
+
+def candidate_seconds(journal: Path) -> list[float] | None:
+    """Seconds each search candidate took (merge, head refit, dev pass), from a seed's search journal: the time
+    of the run that scored it, also when a resumed run read it back."""
+    if not journal.is_file():
+        return None
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+        return [row[0] for row in db.execute("SELECT seconds FROM candidates ORDER BY idx")]
 
 
 def read_units(units: Path) -> dict[str, dict[int, dict[str, Any]]]:
@@ -103,7 +114,16 @@ def target_table(suite: Path, seeds: dict[int, dict[str, Any]], chosen: list[int
     per_seed = {str(u["seed"]): {key: u[key] for key in PER_SEED_KEYS} for u in units}
     results = summarise_seeds(units[0]["config"], units[0]["task"], per_seed, {"test": stats}, resamples, chosen[0])
     results["transfer"] = transfer_deltas(stats, task.metric, resamples, chosen[0])
+    results["dfwe_weights"] = dfwe_weights(units)
     return results, stats
+
+
+def dfwe_weights(units: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """dfwe's weight on each ingredient: averaged over its groups (layers, blocks) per seed, then over seeds."""
+    names = units[0]["methods"]["dfwe"]["ingredients"]
+    per_seed = [np.asarray(u["methods"]["dfwe"]["weights"], dtype=float).mean(axis=0) for u in units]
+    return {name: {"mean": float(np.mean([w[i] for w in per_seed])), "per_seed": [float(w[i]) for w in per_seed]}
+            for i, name in enumerate(names)}
 
 
 def average_differences(stats: dict[str, list[dict[str, MetricStats]]], metrics: dict[str, str], resamples: int,
@@ -193,6 +213,38 @@ def print_tables(table: dict[str, Any]) -> None:
               f"{entry['transfer_delta']['mean']:+.3f} ± {entry['transfer_delta']['std']:.3f} | {diff} |")
     for method, score in table["challenge"].items():
         print(f"challenge score ({method}): {score['mean']:.3f} ± {score['std']:.3f}")
+    print_weights_and_barriers(table)
+    print_timing(table)
+
+
+def short_name(ingredient: str) -> str:
+    return ingredient.removeprefix("expert-ft:")
+
+
+def print_weights_and_barriers(table: dict[str, Any]) -> None:
+    """Per target: dfwe's mean weight on each ingredient and the loss barrier (search objective) between
+    ``base-ft`` and it, mean over seeds."""
+    print("\ndfwe's weights (mean over groups and seeds) and the barrier to base-ft on the search objective")
+    for target, result in table["targets"].items():
+        objective = result["config"]["search"]["objective"]
+        barrier = {row["b"]: row[objective]["barrier"] for row in result["barriers"] if row["a"] == BASE_FT}
+        cells = [f"{short_name(name)} {w['mean']:.2f}" + (f" (barrier {barrier[name]:+.3f})" if name in barrier
+                                                          else "")
+                 for name, w in sorted(result["dfwe_weights"].items(), key=lambda item: -item[1]["mean"])]
+        print(f"- {target}: " + "; ".join(cells))
+
+
+def print_timing(table: dict[str, Any]) -> None:
+    """Wall seconds per stage, per target and seed."""
+    stages = list(dict.fromkeys(stage for result in table["targets"].values()
+                                for seed in result["seeds"].values() for stage in seed["timing_seconds"]))
+    print("\nwall seconds per stage\n| target | seed | " + " | ".join(stages) + " | total |\n| --- | ---: |"
+          + " ---: |" * (len(stages) + 1))
+    for target, result in table["targets"].items():
+        for seed, per_seed in result["seeds"].items():
+            seconds = per_seed["timing_seconds"]
+            print(f"| {target} | {seed} | " + " | ".join(f"{seconds.get(s, 0):,.0f}" for s in stages)
+                  + f" | {sum(seconds.values()):,.0f} |")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import tiny_suite_and_base
@@ -111,6 +112,15 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
         assert table["targets"][name]["transfer"] == target["transfer"]
         assert table["targets"][name]["summary"] == target["summary"]
     assert table["average"] == results["average"]
+    for name, target in results["targets"].items():
+        dfwe, unit = target["seeds"]["0"]["methods"]["dfwe"], json.loads((units / "seed-0" / f"{name}.json").read_text())
+        weights = table["targets"][name]["dfwe_weights"]
+        assert list(weights) == dfwe["ingredients"]
+        assert [w["mean"] for w in weights.values()] == pytest.approx(np.mean(dfwe["weights"], axis=0).tolist())
+        assert sum(w["mean"] for w in weights.values()) == pytest.approx(1.0)  # the simplex, averaged over layers
+        # every candidate's seconds, from the seed's search journal
+        assert len(unit["search_candidate_seconds"]) == target["seeds"]["0"]["search"]["evaluations"]
+        assert all(seconds > 0 for seconds in unit["search_candidate_seconds"])
     # one target's dfwe minus base-ft, averaged over the four targets, is the mean of the four differences
     expected = sum(t["paired"]["test"]["base-ft"][t["task"]["metric"]]["mean"]
                    for t in results["targets"].values()) / 4
