@@ -115,7 +115,7 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
             scores = score_methods(folds[0], ingredients.keys, ingredients.names, merges, splits, cache / "logits",
                                    head_rule(config, data), config.runtime.eval_batch_size, config.eval.bootstrap,
                                    config.seed)
-            barriers = loss_barriers(folds[0], ingredients.names, data.target.metric) if config.eval.barriers else []
+            barriers = loss_barriers(folds[0], ingredients.names, data.target.metric, config.eval.barriers)
         stages = RunStages(data, experts, ingredients, choices, search, scores, barriers)
         results = run_results(config, stages, dict(timing), str(device))
         write_outputs(out, results, folds[0], ingredients.origin if search.space.method == "task_arithmetic" else None)

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dfwe.cache import cached_logits, content_key
 from dfwe.data.metrics import score
 from dfwe.data.sets import ExampleSet
+from dfwe.eval.barriers import BarrierPairs
 from dfwe.eval.baselines import BEST_SINGLE, logit_ensemble
 from dfwe.merge.fold import DevFold
 from dfwe.schema import Frozen
@@ -39,8 +40,15 @@ class EvalConfig(Frozen):
     # can be compared and chosen without looking at test scores.
     validation: bool = False
     bootstrap: int = Field(1000, ge=0)
-    # Dev loss barriers between every pair of ingredients (midpoint minus mean of the ends).
-    barriers: bool = True
+    # Dev loss barriers (midpoint minus mean of the ends): between every pair of ingredients ("all", or true),
+    # between base-ft and each other one ("base": with eight ingredients 15 merges to score instead of 36, for a
+    # suite whose every merge refits a head on long rows), or none ("none", or false).
+    barriers: BarrierPairs = "all"
+
+    @field_validator("barriers", mode="before")
+    @classmethod
+    def _barriers_flag(cls, value: Any) -> Any:
+        return ("all" if value else "none") if isinstance(value, bool) else value
 
 
 @dataclass(frozen=True)
