@@ -13,8 +13,9 @@ statistics that pool across seeds are rebuilt against the suite's own test files
 
 ``units`` copies every finished seed of a ``dfwe bench --suite`` folder (each seed folder with ``results.json``
 and ``predictions.json``); ``table`` writes the suite's results schema (``targets.<task>`` as ``dfwe bench``
-writes it, with ``transfer``; ``average``) over the seeds every target has, plus the average over targets of
-dfwe's paired difference to every method, and FETA's challenge score, and prints the tables; ``submission``
+writes it, with ``transfer``, over every seed the target has finished; ``average`` over the seeds every target
+has), plus the average over targets of dfwe's paired difference to every method, and FETA's challenge score,
+and prints the tables; ``submission``
 writes FETA's Codalab files (``seed-<s>/<task>/{baseline_predictions,predictions}.csv``) of every unit.
 """
 
@@ -156,7 +157,8 @@ def challenge_scores(average: dict[str, Any]) -> dict[str, dict]:
 
 
 def assemble(units: Path, suite: Path, resamples: int) -> dict[str, Any]:
-    """The suite's table over the seeds that every target has finished."""
+    """The suite's table: each target over every seed it has finished, the averages over targets over the seeds
+    that every target has finished."""
     found = read_units(units)
     if not found:
         raise SystemExit(f"{units}: no units (run `units` first)")
@@ -165,7 +167,9 @@ def assemble(units: Path, suite: Path, resamples: int) -> dict[str, Any]:
         raise SystemExit(f"{units}: no seed has finished every target")
     targets, stats = {}, {}
     for target, seeds in sorted(found.items()):
-        targets[target], stats[target] = target_table(suite, seeds, common, resamples)
+        chosen = sorted(seeds)
+        targets[target], per_seed = target_table(suite, seeds, chosen, resamples)
+        stats[target] = [per_seed[chosen.index(s)] for s in common]
     metrics = {t: r["task"]["metric"] for t, r in targets.items()}
     average = average_over_targets(targets, common)
     return {"suite": str(suite), "seeds": common, "targets": targets, "average": average,
@@ -190,13 +194,13 @@ def write_submissions(units: Path, suite: Path, out: Path) -> list[Path]:
 
 def print_tables(table: dict[str, Any]) -> None:
     methods = ["base-ft", "multitask-ft", "best-expert-ft", "uniform-soup", "greedy-soup", "logit-ensemble", "dfwe"]
-    print(f"\nseeds {table['seeds']}; test, headline metric, mean ± std over seeds\n| target | metric | "
-          + " | ".join(methods) + " |\n| --- | --- |" + " ---: |" * len(methods))
+    print("\ntest, headline metric, mean ± std over the seeds each target has finished\n| target | metric | seeds | "
+          + " | ".join(methods) + " |\n| --- | --- | --- |" + " ---: |" * len(methods))
     for target, result in table["targets"].items():
         metric, summary = result["task"]["metric"], result["summary"]
         cells = [f"{summary[m]['test'][metric]['mean']:.3f} ± {summary[m]['test'][metric]['std']:.3f}"
                  for m in methods]
-        print(f"| {target} | {metric} | " + " | ".join(cells) + " |")
+        print(f"| {target} | {metric} | {', '.join(result['seeds'])} | " + " | ".join(cells) + " |")
     print("\ndfwe minus each method, paired (pooled over seeds), per target\n| target | "
           + " | ".join(m for m in methods if m != "dfwe") + " |\n| --- |" + " ---: |" * (len(methods) - 1))
     for target, result in table["targets"].items():
@@ -204,7 +208,8 @@ def print_tables(table: dict[str, Any]) -> None:
         cells = [f"{paired[m][metric]['mean']:+.3f} [{paired[m][metric]['ci'][0]:+.3f}, "
                  f"{paired[m][metric]['ci'][1]:+.3f}] {paired[m][metric]['verdict']}" for m in methods if m != "dfwe"]
         print(f"| {target} | " + " | ".join(cells) + " |")
-    print("\naverage over targets\n| method | score | transfer delta | dfwe minus it |\n| --- | ---: | ---: | ---: |")
+    print(f"\naverage over targets, seeds {table['seeds']}\n| method | score | transfer delta | dfwe minus it |\n"
+          "| --- | ---: | ---: | ---: |")
     for method in methods:
         entry, paired = table["average"][method], table["average_paired"].get(method)
         diff = (f"{paired['mean']:+.3f} [{paired['ci'][0]:+.3f}, {paired['ci'][1]:+.3f}] {paired['verdict']}"

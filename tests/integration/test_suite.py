@@ -129,6 +129,22 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
     challenge = sum(t["transfer"]["dfwe"]["mean"] + 0.1 * t["seeds"]["0"]["methods"]["base-ft"]["test"][t["task"]["metric"]]
                     for t in results["targets"].values()) / 4
     assert table["challenge"]["dfwe"]["mean"] == pytest.approx(challenge)
+    # a target with a second seed is summarised over both; the averages stay over the seeds every target has
+    second = json.loads((units / "seed-0" / "emo.json").read_text()) | {"seed": 1}
+    (units / "seed-1").mkdir()
+    (units / "seed-1" / "emo.json").write_text(json.dumps(second))
+    rebuilt_table = subprocess.run([sys.executable, str(script), "table", "--units", str(units), "--suite", str(suite),
+                                    "--json", str(table_file), "--bootstrap", "20"], capture_output=True, text=True)
+    assert rebuilt_table.returncode == 0, rebuilt_table.stderr
+    two = json.loads(table_file.read_text())
+    assert two["seeds"] == [0] and two["units"]["emo"] == [0, 1] and two["units"]["qa"] == [0]
+    assert sorted(two["targets"]["emo"]["seeds"]) == ["0", "1"] and list(two["targets"]["qa"]["seeds"]) == ["0"]
+    assert two["average"] == table["average"] and two["average_paired"] == table["average_paired"]
+    emo = two["targets"]["emo"]["summary"]["dfwe"]["test"][results["targets"]["emo"]["task"]["metric"]]
+    assert emo["std"] == 0.0 and emo["mean"] == pytest.approx(
+        results["targets"]["emo"]["summary"]["dfwe"]["test"][results["targets"]["emo"]["task"]["metric"]]["mean"])
+    (units / "seed-1" / "emo.json").unlink()
+    (units / "seed-1").rmdir()
     # the Codalab files rebuilt from the units are the run's own, byte for byte
     rebuilt = tmp_path / "submission"
     written = subprocess.run([sys.executable, str(script), "submission", "--units", str(units), "--suite", str(suite),
