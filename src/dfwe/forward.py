@@ -69,11 +69,11 @@ def body_features(model: DfwePreTrainedModel, shape: TaskShape, data: EncodedSet
 
 def fit_head(model: DfwePreTrainedModel, shape: TaskShape, train: EncodedSet, c: float = 1.0,
              batch_size: int = 64) -> None:
-    """Fit the head alone on frozen features: full-batch L-BFGS on the shape's loss + ||W||^2 / (2 C n).
+    """Fit the head alone on frozen features: full-batch L-BFGS on the shape's probe loss + ||W||^2 / (2 C n).
 
-    For classification this is scikit-learn's ``LogisticRegression(C=c)`` divided by ``C n`` (weights, not
-    biases, are penalised); for every shape the objective is convex in the head, so the fit is deterministic
-    and independent of where the head started.
+    For classification this is scikit-learn's ``LogisticRegression(C=c)`` divided by ``C n``, for multilabel its
+    one-vs-rest logistic regressions (weights, not biases, are penalised); for every shape the objective is
+    convex in the head, so the fit is deterministic and independent of where the head started.
     """
     features = body_features(model, shape, train, batch_size)
     batch = full_batch(train).to(features.device)
@@ -85,7 +85,7 @@ def fit_head(model: DfwePreTrainedModel, shape: TaskShape, train: EncodedSet, c:
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = shape.loss(shape.head_logits(model, features, batch), batch.labels)
+        loss = shape.probe_loss(shape.head_logits(model, features, batch), batch.labels)
         loss = loss + sum((p**2).sum() for p in penalised) / (2 * c * len(train))
         loss.backward()
         return loss

@@ -371,3 +371,24 @@ def test_tiny_model_trains_predicts_padded_outputs_and_fits_its_head(name, base,
     after = shape.nll(predict_logits(model, shape, data), data)
     assert np.isfinite(before) and after < before / 2
     assert all(torch.equal(p, body[n]) for n, p in model.body.named_parameters())
+
+
+def test_multilabel_probe_is_one_logistic_regression_per_label_as_sklearn_fits_them(base, tokenizer):
+    from sklearn.linear_model import LogisticRegression
+
+    from dfwe.checkpoints import new_model
+    from dfwe.forward import body_features
+
+    t = task("multilabel", RELATIONS, ("unanswerable",))
+    data = MULTILABEL.encode(multilabel_examples(), tokenizer, t, Preprocessing(max_length=32))
+    torch.manual_seed(0)
+    model = new_model(base, "multilabel", RELATIONS, ("mean", False))
+    fit_head(model, MULTILABEL, data, c=0.5, batch_size=2)
+
+    features = body_features(model, MULTILABEL, data, batch_size=2).numpy()
+    labels = data.labels.numpy()
+    assert labels.sum(axis=0).tolist() == [2, 2, 1]  # every label has examples with it and without it
+    for j in range(len(RELATIONS)):  # the penalty counts once per label, not once per label averaged over labels
+        reference = LogisticRegression(C=0.5, max_iter=10000, tol=1e-10).fit(features, labels[:, j])
+        np.testing.assert_allclose(model.head.weight.detach().numpy()[j], reference.coef_[0], atol=2e-3)
+        np.testing.assert_allclose(model.head.bias.detach().numpy()[j], reference.intercept_[0], atol=2e-3)

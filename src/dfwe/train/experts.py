@@ -78,7 +78,9 @@ def _expert_key(base: BaseModel, tasks: Mapping[str, TaskSplits], config: Expert
              # tasks are drawn in this order: the key's own dict is sorted, so it must say the order apart
              **({"order": list(tasks)} if len(tasks) > 1 else {}),
              "tasks": {name: {"shape": s.train.task.shape, "labels": list(s.train.task.labels),
-                              "train": s.train.encoded.digest(), "dev": s.dev.encoded.digest()}
+                              "train": s.train.encoded.digest(), "dev": s.dev.encoded.digest(),
+                              **({"probe_revision": s.train.shape.probe_revision}
+                                 if config.train.linear_probe and s.train.shape.probe_revision else {})}
                        for name, s in tasks.items()},
              **next(iter(tasks.values())).train.encoded.trunk_parts()}
     return content_key("expert", **parts), parts

@@ -130,6 +130,8 @@ def _origin(config: TargetConfig, base: BaseModel, train: ExampleSet, seed: int,
     parts = {"base": base.digest, "pooling": list(base.pooling), "seed": seed, "head": config.head,
              "probe_c": config.train.probe_c, "shape": task.shape, "labels": list(task.labels),
              "train": train.encoded.digest() if config.head == "shared" else None, **train.encoded.trunk_parts()}
+    if train.shape.probe_revision:
+        parts["probe_revision"] = train.shape.probe_revision
     key = content_key("ingredient", role=ORIGIN, **parts)
     torch.manual_seed(seed)
     model = new_model(base.folder, task.shape, task.labels, base.pooling)

@@ -31,6 +31,9 @@ class TaskShape(ABC):
     auto_class: ClassVar[type]  # the transformers Auto class a checkpoint of this shape opens with
     metrics: ClassVar[tuple[str, ...]]  # every metric the shape reports; a task.json names its headline
     pooled: ClassVar[bool] = True  # the head reads pooled features (False: token states)
+    # bumped when the shape's linear probe changes what it fits: it enters the cached ingredients' keys (when
+    # not 0, so that the caches of shapes whose probe never changed stay valid)
+    probe_revision: ClassVar[int] = 0
 
     @abstractmethod
     def parse(self, record: dict[str, Any], where: str, context_turns: int) -> Example:
@@ -66,6 +69,11 @@ class TaskShape(ABC):
     @abstractmethod
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean training loss of a batch (a proper scoring rule: the search objective reuses it)."""
+
+    def probe_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The data term of the linear probe, per example: with ``||W||^2 / (2 C n)`` added it is scikit-learn's
+        logistic regression at inverse L2 strength ``C``, divided by ``C n``. One decision per row: the loss."""
+        return self.loss(logits, labels)
 
     @abstractmethod
     def decode(self, logits: np.ndarray, data: EncodedSet, examples: Sequence[Example], task: Task) -> list[Any]:
