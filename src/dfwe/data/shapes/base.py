@@ -72,7 +72,8 @@ class TaskShape(ABC):
 
     def probe_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The data term of the linear probe, per example: with ``||W||^2 / (2 C n)`` added it is scikit-learn's
-        logistic regression at inverse L2 strength ``C``, divided by ``C n``. One decision per row: the loss."""
+        logistic regression at inverse L2 strength ``C``, divided by ``C n``. A shape that makes one decision per row
+        (a softmax over labels, spans or choices) uses its training loss as it is."""
         return self.loss(logits, labels)
 
     @abstractmethod
