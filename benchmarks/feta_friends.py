@@ -12,7 +12,7 @@ statistics that pool across seeds are rebuilt against the suite's own test files
         --suite ../shared/data/feta_friends --out runs/feta-submission
 
 ``units`` copies every finished seed of a ``dfwe bench --suite`` folder (each seed folder with ``results.json``
-and ``predictions.json``); ``table`` writes the suite's results schema (``targets.<task>`` as ``dfwe bench``
+and ``predictions.json``) that has no unit yet (``--overwrite`` replaces existing ones); ``table`` writes the suite's results schema (``targets.<task>`` as ``dfwe bench``
 writes it, with ``transfer``, over every seed the target has finished; ``average`` over the seeds every target
 has), plus the average over targets of dfwe's paired difference to every method, and FETA's challenge score,
 and prints the tables; ``submission``
@@ -46,8 +46,12 @@ from dfwe.train.target import BASE_FT  # noqa: E402
 CHALLENGE_BASELINE_WEIGHT = 0.1  # FETA's Codalab score: transfer delta + 0.1 x the baseline's score
 
 
-def collect_units(run: Path, units: Path) -> list[Path]:
-    """Copy every finished (target, seed) of the suite folder ``run`` into ``units``; returns the files written."""
+def collect_units(run: Path, units: Path, overwrite: bool = False) -> list[Path]:
+    """Copy every finished (target, seed) of the suite folder ``run`` into ``units``; returns the files written.
+
+    A unit already in ``units`` is kept unless ``overwrite``: an older run folder holding the same target and seed
+    must not replace a unit that was committed from a newer run.
+    """
     written = []
     for results_file in sorted(run.glob("targets/*/seeds/*/results.json")):
         seed_dir = results_file.parent
@@ -63,6 +67,9 @@ def collect_units(run: Path, units: Path) -> list[Path]:
                 "search_candidate_seconds": candidate_seconds(seed_dir / "journal.sqlite"),
                 "predictions": json.loads(predictions_file.read_text())}
         path = units / f"seed-{seed}" / f"{target}.json"
+        if path.is_file() and not overwrite:
+            print(f"kept {path}: it exists (pass --overwrite to replace it with {seed_dir})", file=sys.stderr)
+            continue
         atomic_write_text(path, json.dumps(unit, separators=(",", ":")) + "\n")  # one line: predictions dominate
         written.append(path)
     return written
@@ -258,6 +265,7 @@ def main() -> None:
     units = commands.add_parser("units", help="copy a suite folder's finished targets and seeds as units")
     units.add_argument("--run", type=Path, required=True, help="a `dfwe bench --suite` output folder")
     units.add_argument("--units", type=Path, required=True)
+    units.add_argument("--overwrite", action="store_true", help="replace units that already exist")
     table = commands.add_parser("table", help="assemble the suite's table from the units")
     table.add_argument("--units", type=Path, required=True)
     table.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
@@ -269,7 +277,7 @@ def main() -> None:
     submission.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command in ("units", "submission"):
-        paths = (collect_units(args.run, args.units) if args.command == "units"
+        paths = (collect_units(args.run, args.units, args.overwrite) if args.command == "units"
                  else write_submissions(args.units, args.suite, args.out))
         for path in paths:
             print(path)

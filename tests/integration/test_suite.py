@@ -100,6 +100,16 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
                           capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     assert sorted(p.name for p in (units / "seed-0").iterdir()) == ["emo.json", "qa.json", "rc.json", "rel.json"]
+    # a unit already there is kept (a newer run's, say) unless --overwrite
+    original = (units / "seed-0" / "rel.json").read_text()
+    (units / "seed-0" / "rel.json").write_text("{}")
+    again = subprocess.run([sys.executable, str(script), "units", "--run", str(out), "--units", str(units)],
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout == "" and again.stderr.count("kept ") == 4
+    assert (units / "seed-0" / "rel.json").read_text() == "{}"
+    replaced = subprocess.run([sys.executable, str(script), "units", "--run", str(out), "--units", str(units),
+                               "--overwrite"], capture_output=True, text=True)
+    assert replaced.returncode == 0 and (units / "seed-0" / "rel.json").read_text() == original
     table_file = tmp_path / "table.json"
     # the suite ran with 20 resamples and seed 0: the table pools with the same, so intervals match exactly
     built = subprocess.run([sys.executable, str(script), "table", "--units", str(units), "--suite", str(suite),
