@@ -12,8 +12,8 @@ statistics that pool across seeds are rebuilt against the suite's own test files
         --suite ../shared/data/feta_friends --out runs/feta-submission
 
 ``units`` copies every finished seed of a ``dfwe bench --suite`` folder (each seed folder with ``results.json``
-and ``predictions.json``) that has no unit yet (``--overwrite`` replaces existing ones); ``table`` writes the suite's results schema (``targets.<task>`` as ``dfwe bench``
-writes it, with ``transfer``, over every seed the target has finished; ``average`` over the seeds every target
+and ``predictions.json``) that has no unit yet (``--overwrite`` replaces existing ones); ``table`` writes the
+suite's results schema (``targets.<task>`` as ``dfwe bench`` writes it, with ``transfer``, over every seed the target has finished; ``average`` over the seeds every target
 has), plus the average over targets of dfwe's paired difference to every method, and FETA's challenge score,
 and prints the tables; ``submission``
 writes FETA's Codalab files (``seed-<s>/<task>/{baseline_predictions,predictions}.csv``) of every unit.

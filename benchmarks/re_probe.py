@@ -25,6 +25,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from transformers import AutoModel, AutoTokenizer
 
+from dfwe.data.records import Task
+from dfwe.data.shapes import SHAPES
+from dfwe.data.shapes.multilabel import label_matrix, micro_f1_stats
 from dfwe.train.base import minilm_path
 
 POOLINGS = ("mean", "first_segment")
@@ -33,13 +36,6 @@ POOLINGS = ("mean", "first_segment")
 def read_records(folder: Path, split: str) -> list[dict]:
     with gzip.open(folder / f"{split}.jsonl.gz", "rt") as f:
         return [json.loads(line) for line in f]
-
-
-def label_matrix(records: list[dict], labels: list[str]) -> np.ndarray:
-    out = np.zeros((len(records), len(labels)))
-    for i, record in enumerate(records):
-        out[i, [labels.index(label) for label in record["labels"]]] = 1
-    return out
 
 
 @torch.inference_mode()
@@ -59,18 +55,13 @@ def features(model, tokenizer, records: list[dict], pooling: str, max_length: in
     return np.concatenate(out)
 
 
-def decide(logits: np.ndarray) -> np.ndarray:
-    """dfwe's multilabel rule: every label with a positive logit, else the most probable one."""
-    chosen = (logits > 0).astype(float)
-    empty = np.flatnonzero(chosen.sum(1) == 0)
-    chosen[empty, logits[empty].argmax(1)] = 1
-    return chosen
-
-
-def micro_f1(gold: np.ndarray, pred: np.ndarray, kept: np.ndarray) -> float:
-    gold, pred = gold[:, kept], pred[:, kept]
-    tp, fp, fn = (gold * pred).sum(), ((1 - gold) * pred).sum(), (gold * (1 - pred)).sum()
-    return float(2 * tp / max(2 * tp + fp + fn, 1))
+def dev_micro_f1(logits: np.ndarray, dev: list[dict], task: Task) -> float:
+    """Micro F1 without ``unanswerable`` under dfwe's own multilabel decoding and metric."""
+    shape = SHAPES["multilabel"]
+    predicted = label_matrix(shape.decode(logits, None, [], task), task.labels)
+    gold = label_matrix([r["labels"] for r in dev], task.labels)
+    kept = np.array([label not in task.ignore_labels for label in task.labels])
+    return float(micro_f1_stats(gold, predicted, kept).value()["micro_f1"])
 
 
 def main() -> None:
@@ -84,12 +75,14 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = args.suite / "relation_extraction"
-    labels = json.loads((folder / "task.json").read_text())["labels"]
-    kept = np.array([label != "unanswerable" for label in labels])
+    spec = json.loads((folder / "task.json").read_text())
+    labels = spec["labels"]
+    task = Task(name="relation_extraction", path=folder, shape="multilabel", labels=tuple(labels),
+                metric="micro_f1", splits={}, ignore_labels=tuple(spec["metric_ignore_labels"]))
     train = read_records(folder, "train")
     random.Random(args.seed).shuffle(train)
     train, dev = train[:args.train_examples], read_records(folder, "dev")
-    y_train, y_dev = label_matrix(train, labels), label_matrix(dev, labels)
+    y_train = label_matrix([r["labels"] for r in train], labels)
     seen = y_train.sum(0) > 0  # a label absent from the sample gets no regression (never predicted)
 
     tokenizer, model = AutoTokenizer.from_pretrained(minilm_path()), AutoModel.from_pretrained(minilm_path()).eval()
@@ -102,7 +95,7 @@ def main() -> None:
             probe = OneVsRestClassifier(LogisticRegression(C=c, max_iter=3000)).fit(x_train, y_train[:, seen])
             logits = np.full((len(dev), len(labels)), -np.inf)
             logits[:, seen] = probe.decision_function(x_dev)
-            rows.append({"pooling": pooling, "C": c, "dev_micro_f1": micro_f1(y_dev, decide(logits), kept)})
+            rows.append({"pooling": pooling, "C": c, "dev_micro_f1": dev_micro_f1(logits, dev, task)})
             print(f"{pooling:14s} C={c:<8.4g} dev micro F1 {rows[-1]['dev_micro_f1']:.3f}", flush=True)
         print(f"  ({time.perf_counter() - began:.0f} s)", flush=True)
     if args.json:
