@@ -14,6 +14,7 @@ from dfwe.data.shapes import get_shape
 from dfwe.data.tasks import load_task
 from dfwe.eval.barriers import barrier_pairs, loss_barriers
 from dfwe.eval.scores import EvalConfig
+from dfwe.eval.seeds import mean_barriers
 from dfwe.merge.fold import FoldSpec
 
 NAMES = ["base-ft", "expert-ft:a", "expert-ft:b", "multitask-ft"]
@@ -25,6 +26,20 @@ def test_pairs_every_pair_those_of_base_ft_or_none():
     assert barrier_pairs(["expert-ft:a", "base-ft", "multitask-ft"], "base") == [(0, 1), (1, 2)]
     assert barrier_pairs(["expert-ft:a", "expert-ft:b", "multitask-ft"], "base") == [(0, 1), (0, 2), (1, 2)]
     assert barrier_pairs(NAMES, "none") == []
+
+
+def barrier_row(a: str, b: str, value: float) -> dict:
+    return {"a": a, "b": b, "loss": {"a": 1.0, "b": 2.0, "mid": 1.5 + value, "barrier": value}}
+
+
+def test_seeds_run_with_every_pair_and_with_base_pairs_average_the_pairs_they_share_matched_by_name():
+    every = {"barriers": [barrier_row("base-ft", "expert-ft:a", 0.1), barrier_row("base-ft", "multitask-ft", 0.3),
+                          barrier_row("expert-ft:a", "multitask-ft", 0.5)]}
+    base_only = {"barriers": [barrier_row("base-ft", "multitask-ft", -0.1), barrier_row("base-ft", "expert-ft:a", 0.3)]}
+    rows = mean_barriers({"0": every, "1": base_only, "2": {"barriers": []}})
+    assert [(r["a"], r["b"]) for r in rows] == [("base-ft", "expert-ft:a"), ("base-ft", "multitask-ft")]
+    assert rows[0]["loss"]["barrier"] == pytest.approx(0.2) and rows[1]["loss"]["barrier"] == pytest.approx(0.1)
+    assert rows[1]["loss"]["mid"] == pytest.approx(1.6)
 
 
 def test_the_flag_of_earlier_configs_still_reads():

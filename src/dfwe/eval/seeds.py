@@ -47,17 +47,21 @@ def pooled_paired(per_split: Mapping[str, Sequence[Mapping[str, MetricStats]]], 
 
 
 def mean_barriers(per_seed: Mapping[str, Mapping[str, Any]]) -> list[dict]:
-    """The barrier table averaged over seeds (pairs in the order of the first seed)."""
-    tables = [seed["barriers"] for seed in per_seed.values() if seed.get("barriers")]
+    """The barrier table averaged over seeds, pair by pair (in the order of the first seed), over the pairs that
+    every seed measured: seeds run with ``eval.barriers: all`` and ``base`` share only ``base-ft``'s pairs."""
+    tables = [{(row["a"], row["b"]): row for row in seed["barriers"]}
+              for seed in per_seed.values() if seed.get("barriers")]
     if not tables:
         return []
     rows = []
-    for index, first in enumerate(tables[0]):
+    for pair, first in tables[0].items():
+        if any(pair not in table for table in tables[1:]):
+            continue
         row: dict = {"a": first["a"], "b": first["b"]}
         for metric in first:
             if metric in ("a", "b"):
                 continue
-            row[metric] = {part: float(np.mean([t[index][metric][part] for t in tables])) for part in first[metric]}
+            row[metric] = {part: float(np.mean([t[pair][metric][part] for t in tables])) for part in first[metric]}
         rows.append(row)
     return rows
 
