@@ -13,10 +13,11 @@ statistics that pool across seeds are rebuilt against the suite's own test files
 
 ``units`` copies every finished seed of a ``dfwe bench --suite`` folder (each seed folder with ``results.json``
 and ``predictions.json``) that has no unit yet (``--overwrite`` replaces existing ones); ``table`` writes the
-suite's results schema (``targets.<task>`` as ``dfwe bench`` writes it, with ``transfer``, over every seed the target has finished; ``average`` over the seeds every target
-has), plus the average over targets of dfwe's paired difference to every method, and FETA's challenge score,
-and prints the tables; ``submission``
-writes FETA's Codalab files (``seed-<s>/<task>/{baseline_predictions,predictions}.csv``) of every unit.
+suite's results schema (``targets.<task>`` as ``dfwe bench`` writes it, with ``transfer``, over every seed the
+target has finished; ``average`` over the seeds every target has, and ``average_most_seeds`` over the targets
+that have the most seeds, over those seeds), plus the average over targets of dfwe's paired difference to every
+method, and FETA's challenge score, and prints the tables; ``submission`` writes FETA's Codalab files
+(``seed-<s>/<task>/{baseline_predictions,predictions}.csv``) of every unit.
 """
 
 from __future__ import annotations
@@ -172,17 +173,27 @@ def assemble(units: Path, suite: Path, resamples: int) -> dict[str, Any]:
     common = sorted(set.intersection(*(set(seeds) for seeds in found.values())))
     if not common:
         raise SystemExit(f"{units}: no seed has finished every target")
-    targets, stats = {}, {}
+    targets, stats, target_stats = {}, {}, {}
     for target, seeds in sorted(found.items()):
         chosen = sorted(seeds)
-        targets[target], per_seed = target_table(suite, seeds, chosen, resamples)
-        stats[target] = [per_seed[chosen.index(s)] for s in common]
+        targets[target], target_stats[target] = target_table(suite, seeds, chosen, resamples)
+        stats[target] = [target_stats[target][chosen.index(s)] for s in common]
     metrics = {t: r["task"]["metric"] for t, r in targets.items()}
     average = average_over_targets(targets, common)
-    return {"suite": str(suite), "seeds": common, "targets": targets, "average": average,
-            "average_paired": average_differences(stats, metrics, resamples, common[0]),
-            "challenge": challenge_scores(average),
-            "units": {t: sorted(seeds) for t, seeds in found.items()}}
+    table = {"suite": str(suite), "seeds": common, "targets": targets, "average": average,
+             "average_paired": average_differences(stats, metrics, resamples, common[0]),
+             "challenge": challenge_scores(average),
+             "units": {t: sorted(seeds) for t, seeds in found.items()}}
+    most = max((sorted(seeds) for seeds in found.values()), key=len)
+    if most != common:  # a partial later seed: also average the targets that have it, over all their seeds
+        subset = [t for t, seeds in found.items() if set(most) <= set(seeds)]
+        sub_stats = {t: [target_stats[t][sorted(found[t]).index(s)] for s in most] for t in subset}
+        sub_average = average_over_targets({t: targets[t] for t in subset}, most)
+        table["average_most_seeds"] = {
+            "targets": subset, "seeds": most, "average": sub_average,
+            "average_paired": average_differences(sub_stats, {t: metrics[t] for t in subset}, resamples, most[0]),
+            "challenge": challenge_scores(sub_average)}
+    return table
 
 
 def write_submissions(units: Path, suite: Path, out: Path) -> list[Path]:
@@ -215,8 +226,18 @@ def print_tables(table: dict[str, Any]) -> None:
         cells = [f"{paired[m][metric]['mean']:+.3f} [{paired[m][metric]['ci'][0]:+.3f}, "
                  f"{paired[m][metric]['ci'][1]:+.3f}] {paired[m][metric]['verdict']}" for m in methods if m != "dfwe"]
         print(f"| {target} | " + " | ".join(cells) + " |")
-    print(f"\naverage over targets, seeds {table['seeds']}\n| method | score | transfer delta | dfwe minus it |\n"
-          "| --- | ---: | ---: | ---: |")
+    print_average(table, methods, f"every target, seeds {table['seeds']}")
+    if "average_most_seeds" in table:
+        most = table["average_most_seeds"]
+        print_average(most, methods, f"the {len(most['targets'])} targets with seeds {most['seeds']}")
+    print_weights_and_barriers(table)
+    print_timing(table)
+
+
+def print_average(table: dict[str, Any], methods: list[str], title: str) -> None:
+    """Each method's score and transfer delta averaged over targets, dfwe's pooled paired difference to it, and
+    FETA's challenge score."""
+    print(f"\naverage over {title}\n| method | score | transfer delta | dfwe minus it |\n| --- | ---: | ---: | ---: |")
     for method in methods:
         entry, paired = table["average"][method], table["average_paired"].get(method)
         diff = (f"{paired['mean']:+.3f} [{paired['ci'][0]:+.3f}, {paired['ci'][1]:+.3f}] {paired['verdict']}"
@@ -225,8 +246,6 @@ def print_tables(table: dict[str, Any]) -> None:
               f"{entry['transfer_delta']['mean']:+.3f} ± {entry['transfer_delta']['std']:.3f} | {diff} |")
     for method, score in table["challenge"].items():
         print(f"challenge score ({method}): {score['mean']:.3f} ± {score['std']:.3f}")
-    print_weights_and_barriers(table)
-    print_timing(table)
 
 
 def short_name(ingredient: str) -> str:
