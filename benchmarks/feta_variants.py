@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from feta_friends import candidate_seconds  # noqa: E402  (the benchmark beside this one)
+
 from dfwe.io import atomic_write_json  # noqa: E402
 
 METHODS = ("base-ft", "uniform-soup", "greedy-soup", "dfwe")
@@ -40,11 +41,7 @@ def finished_seeds(folders: list[Path]) -> dict[tuple[str, str], Path]:
 
 def median_candidate_seconds(seed_dir: Path) -> float | None:
     """The median seconds of a seed's search candidates, from its journal."""
-    journal = seed_dir / "journal.sqlite"
-    if not journal.is_file():
-        return None
-    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
-        seconds = [row[0] for row in db.execute("SELECT seconds FROM candidates")]
+    seconds = candidate_seconds(seed_dir / "journal.sqlite")
     return statistics.median(seconds) if seconds else None
 
 
@@ -69,7 +66,8 @@ def seed_row(seed_dir: Path) -> dict[str, Any]:
 
 def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean over targets of dfwe's differences, and the targets where it loses to the uniform soup."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {f"dfwe_{split}": statistics.fmean(r["scores"]["dfwe"][split] for r in rows.values())
+                           for split in ("validation", "test")}
     for split in ("validation", "test"):
         for method in COMPARED:
             diffs = [r["dfwe_minus"][split][method] for r in rows.values() if method in r["dfwe_minus"].get(split, {})]
@@ -117,7 +115,8 @@ def print_tables(result: dict[str, Any]) -> None:
     for name, run in result["runs"].items():
         s = run["summary"]
         parts = [f"{k}={v:+.4f}" for k, v in s.items() if isinstance(v, float) and "minus" in k]
-        print(f"{name:<22}" + "  ".join(parts) + f"  loses to uniform (val): {s['validation_loses_to_uniform']}"
+        print(f"{name:<22}dfwe validation {s['dfwe_validation']:.3f} test {s['dfwe_test']:.3f}  "
+              + "  ".join(parts) + f"  loses to uniform (val): {s['validation_loses_to_uniform']}"
               f"  (test): {s['test_loses_to_uniform']}")
 
 
