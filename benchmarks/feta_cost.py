@@ -5,6 +5,9 @@ nothing.
     python benchmarks/feta_cost.py --suite ../shared/data/feta_friends --cache runs/cache \
         --units benchmarks/results/feta_friends --set model.trainable_layers=1 --set experts.train.lr=5e-4 \
         --json benchmarks/results/feta_cost.json
+    # later units landed (another seed): re-read them, keep the timed steps
+    python benchmarks/feta_cost.py --cache runs/cache --units benchmarks/results/feta_friends \
+        --json benchmarks/results/feta_cost.json --measured-only
 
 Three measurements, one cost model:
 
@@ -185,8 +188,32 @@ def measured_run(units: Path) -> dict[str, Any] | None:
         candidates = [s for u in seeds.values() for s in u.get("search_candidate_seconds") or []]
         if candidates:
             per_candidate[target] = {"candidates": len(candidates), "median_seconds": float(np.median(candidates))}
+    per_seed: dict[str, dict[str, Any]] = {}
+    for target, seeds in sorted(found.items()):
+        for seed, unit in sorted(seeds.items()):
+            entry = per_seed.setdefault(str(seed), {"targets": [], "hours": 0.0})
+            entry["targets"].append(target)
+            entry["hours"] += sum(unit["timing_seconds"].values()) / HOUR
     return {"measured": True, "stages": stages, "per_target": per_target, "total_hours": sum(stages.values()),
-            "targets_finished": len(found), "search_candidate_seconds": per_candidate}
+            "targets_finished": len(found), "search_candidate_seconds": per_candidate, "per_seed": per_seed}
+
+
+def refresh_measured(path: Path, units: Path | None) -> None:
+    """Replace the measured run of an existing result with what the units say now (more targets or seeds landed),
+    without timing the steps again (a timing beside a running benchmark would be wrong)."""
+    if units is None or not path.is_file():
+        raise SystemExit("--measured-only needs --units and an existing --json")
+    result = json.loads(path.read_text())
+    measured = measured_run(units)
+    if measured is None:
+        raise SystemExit(f"{units}: no units")
+    result["chosen"] = {**measured, "settings": result["chosen"]["settings"], "modelled": result["chosen"]["modelled"]}
+    print_table("hours, one seed, all seven targets", {"today (modelled)": result["today"],
+                                                        "chosen (modelled)": result["chosen"]["modelled"],
+                                                        "chosen (measured)": measured})
+    for seed, entry in measured["per_seed"].items():
+        print(f"seed {seed}: {entry['hours']:.2f} h over {len(entry['targets'])} targets")
+    path.write_text(json.dumps(result, indent=2))
 
 
 def print_table(title: str, columns: dict[str, dict[str, Any]]) -> None:
@@ -206,7 +233,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the chosen settings")
     parser.add_argument("--rows", type=int, default=32, help="train examples per task the step costs are timed on")
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--measured-only", action="store_true",
+                        help="re-read the units into an existing --json, keeping its timed steps and cost model")
     args = parser.parse_args()
+    if args.measured_only:
+        refresh_measured(args.json, args.units)
+        return
     overrides = parse_overrides(args.set)
     chosen = load_config(feta_config_path(), overrides)
     args.cache.mkdir(parents=True, exist_ok=True)

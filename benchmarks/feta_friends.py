@@ -124,7 +124,21 @@ def target_table(suite: Path, seeds: dict[int, dict[str, Any]], chosen: list[int
     results = summarise_seeds(units[0]["config"], units[0]["task"], per_seed, {"test": stats}, resamples, chosen[0])
     results["transfer"] = transfer_deltas(stats, task.metric, resamples, chosen[0])
     results["dfwe_weights"] = dfwe_weights(units)
+    results["gain_over_base_ft"] = gains_over_base_ft(units, task.metric)
     return results, stats
+
+
+def gains_over_base_ft(units: list[dict[str, Any]], metric: str) -> dict[str, dict[str, float]]:
+    """Each method's headline metric minus ``base-ft``'s on the same seed, mean over seeds, per split (dev,
+    validation, test): what the search's dev gain keeps on held-out data."""
+    gains: dict[str, dict[str, float]] = {}
+    for method in units[0]["methods"]:
+        for split in ("dev", "validation", "test"):
+            per_seed = [u["methods"][method][split][metric] - u["methods"][BASE_FT][split][metric]
+                        for u in units if split in u["methods"][method]]
+            if len(per_seed) == len(units):
+                gains.setdefault(method, {})[split] = float(np.mean(per_seed))
+    return gains
 
 
 def dfwe_weights(units: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -230,8 +244,22 @@ def print_tables(table: dict[str, Any]) -> None:
     if "average_most_seeds" in table:
         most = table["average_most_seeds"]
         print_average(most, methods, f"the {len(most['targets'])} targets with seeds {most['seeds']}")
+    print_gains(table)
     print_weights_and_barriers(table)
     print_timing(table)
+
+
+def print_gains(table: dict[str, Any]) -> None:
+    """The dev/held-out gap: what the merges gain over ``base-ft`` on dev, where they were chosen, and on
+    validation and test (mean over seeds; validation only where every seed scored it)."""
+    methods = ("uniform-soup", "greedy-soup", "dfwe")
+    print("\nminus base-ft on dev / validation / test, mean over seeds\n| target | " + " | ".join(methods)
+          + " |\n| --- |" + " ---: |" * len(methods))
+    for target, result in table["targets"].items():
+        gains = result["gain_over_base_ft"]
+        cells = [" / ".join(f"{gains[m][s]:+.3f}" if s in gains[m] else "-" for s in ("dev", "validation", "test"))
+                 for m in methods]
+        print(f"| {target} | " + " | ".join(cells) + " |")
 
 
 def print_average(table: dict[str, Any], methods: list[str], title: str) -> None:
