@@ -128,16 +128,17 @@ def target_table(suite: Path, seeds: dict[int, dict[str, Any]], chosen: list[int
     return results, stats
 
 
-def gains_over_base_ft(units: list[dict[str, Any]], metric: str) -> dict[str, dict[str, float]]:
-    """Each method's headline metric minus ``base-ft``'s on the same seed, mean over seeds, per split (dev,
-    validation, test): what the search's dev gain keeps on held-out data."""
-    gains: dict[str, dict[str, float]] = {}
+def gains_over_base_ft(units: list[dict[str, Any]], metric: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each method's headline metric minus ``base-ft``'s on the same seed, per split (dev, validation, test), mean
+    over the seeds that scored the split: what the search's dev gain keeps on held-out data."""
+    gains: dict[str, dict[str, dict[str, Any]]] = {}
     for method in units[0]["methods"]:
         for split in ("dev", "validation", "test"):
-            per_seed = [u["methods"][method][split][metric] - u["methods"][BASE_FT][split][metric]
-                        for u in units if split in u["methods"][method]]
-            if len(per_seed) == len(units):
-                gains.setdefault(method, {})[split] = float(np.mean(per_seed))
+            scored = [u for u in units if split in u["methods"][method]]
+            if scored:
+                per_seed = [u["methods"][method][split][metric] - u["methods"][BASE_FT][split][metric] for u in scored]
+                gains.setdefault(method, {})[split] = {"mean": float(np.mean(per_seed)),
+                                                       "seeds": [u["seed"] for u in scored]}
     return gains
 
 
@@ -251,15 +252,16 @@ def print_tables(table: dict[str, Any]) -> None:
 
 def print_gains(table: dict[str, Any]) -> None:
     """The dev/held-out gap: what the merges gain over ``base-ft`` on dev, where they were chosen, and on
-    validation and test (mean over seeds; validation only where every seed scored it)."""
+    validation and test (mean over the seeds that scored each split)."""
     methods = ("uniform-soup", "greedy-soup", "dfwe")
-    print("\nminus base-ft on dev / validation / test, mean over seeds\n| target | " + " | ".join(methods)
-          + " |\n| --- |" + " ---: |" * len(methods))
+    print("\nminus base-ft on dev / validation / test, mean over seeds\n| target | validation seeds | "
+          + " | ".join(methods) + " |\n| --- | --- |" + " ---: |" * len(methods))
     for target, result in table["targets"].items():
         gains = result["gain_over_base_ft"]
-        cells = [" / ".join(f"{gains[m][s]:+.3f}" if s in gains[m] else "-" for s in ("dev", "validation", "test"))
-                 for m in methods]
-        print(f"| {target} | " + " | ".join(cells) + " |")
+        cells = [" / ".join(f"{gains[m][s]['mean']:+.3f}" if s in gains[m] else "-"
+                            for s in ("dev", "validation", "test")) for m in methods]
+        seeds = gains["dfwe"].get("validation", {}).get("seeds", [])
+        print(f"| {target} | {', '.join(map(str, seeds)) or '-'} | " + " | ".join(cells) + " |")
 
 
 def print_average(table: dict[str, Any], methods: list[str], title: str) -> None:
