@@ -1,12 +1,14 @@
 """Issue 20: variants of the merge and the search on FETA-Friends, read on validation beside the run they vary.
 
 Each variant is a ``dfwe bench --suite`` folder run with the same ``--cache`` as the reference and one or more
-``--set`` changes to the merge or the search, so every ingredient is read back, not retrained, and ``base-ft``
-is the same model in every run. For each target and seed that every run finished: the headline metric of dfwe,
-the two soups and base-ft on the few-sample dev set, on validation and on test; dfwe's paired differences to
-base-ft and to the uniform soup (each run's own bootstrap interval); dfwe's largest weight; and the median
-seconds per search candidate (merge, head refit, dev pass). Then the mean over targets of each difference and
-the number of targets where dfwe loses to the uniform soup. A variant is chosen on validation, never on test;
+``--set`` changes to the merge, the search or the target recipe; what the change does not touch is read back,
+not retrained (a change to the recipe retrains the ingredients, ``base-ft`` with them, so base-ft's validation
+score is printed too). For each target and seed that a run and the reference finished: the headline metric of
+dfwe, the two soups and base-ft on the few-sample dev set, on validation and on test; dfwe's paired differences
+to base-ft and to the uniform soup (each run's own bootstrap interval); dfwe's largest weight; and the median
+seconds per search candidate (merge, head refit, dev pass). Then the mean over those targets of each
+difference, beside the reference's over the same targets, and the targets where dfwe loses to the uniform
+soup. A variant is chosen on validation, never on test;
 test is printed beside it so that every round is reported. Asserts nothing.
 
     python benchmarks/feta_variants.py --reference runs/feta-s1 \\
@@ -82,25 +84,31 @@ def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def compare(runs: dict[str, list[Path]]) -> dict[str, Any]:
-    """Every run's rows over the (target, seed) pairs that all of them finished."""
+    """Every run's rows over the (target, seed) pairs it and the reference finished, and its summary beside the
+    reference's over the same pairs (a variant that has not finished every target is still compared fairly)."""
     finished = {name: finished_seeds(run) for name, run in runs.items()}
-    common = sorted(set.intersection(*(set(f) for f in finished.values())))
-    if not common:
-        raise SystemExit("no target and seed finished in every run: nothing to compare")
-    out: dict[str, Any] = {"units": [f"{t}/seed-{s}" for t, s in common], "runs": {}}
+    reference = finished["reference"]
+    if not reference:
+        raise SystemExit("the reference has no finished target and seed: nothing to compare")
+    out: dict[str, Any] = {"units": [f"{t}/seed-{s}" for t, s in sorted(reference)], "runs": {}}
+    reference_rows = {f"{t}/seed-{s}": seed_row(reference[(t, s)]) for t, s in sorted(reference)}
     for name, seeds in finished.items():
-        rows = {f"{t}/seed-{s}": seed_row(seeds[(t, s)]) for t, s in common}
-        out["runs"][name] = {"folders": [str(f) for f in runs[name]], "rows": rows, "summary": summary(rows)}
+        shared = sorted(set(seeds) & set(reference))
+        rows = {f"{t}/seed-{s}": seed_row(seeds[(t, s)]) for t, s in shared}
+        out["runs"][name] = {"folders": [str(f) for f in runs[name]], "rows": rows, "summary": summary(rows),
+                             "reference_summary": summary({k: reference_rows[k] for k in rows}) if rows else None}
     return out
 
 
 def print_tables(result: dict[str, Any]) -> None:
     for unit in result["units"]:
         print(f"\n{unit}  (dfwe minus: validation | test, 'x' where the interval excludes 0)")
-        print(f"{'run':<22}{'dfwe dev':>9}{'val':>7}{'test':>7}  {'-base val':>10}{'-unif val':>10}"
+        print(f"{'run':<22}{'base val':>9}{'dfwe dev':>9}{'val':>7}{'test':>7}  {'-base val':>10}{'-unif val':>10}"
               f"{'-base test':>11}{'-unif test':>11}{'max w':>7}{'s/cand':>8}")
         for name, run in result["runs"].items():
-            row = run["rows"][unit]
+            row = run["rows"].get(unit)
+            if row is None:
+                continue
             dfwe = row["scores"]["dfwe"]
             cells = []
             for split in ("validation", "test"):
@@ -108,16 +116,19 @@ def print_tables(result: dict[str, Any]) -> None:
                     d = row["dfwe_minus"][split].get(method)
                     cells.append("" if d is None else f"{d['diff']:+.3f}{'x' if d['verdict'] != 'tie' else ' '}")
             seconds = row["median_candidate_seconds"]
-            print(f"{name:<22}{dfwe.get('dev', float('nan')):>9.3f}{dfwe.get('validation', float('nan')):>7.3f}"
+            print(f"{name:<22}{row['scores']['base-ft'].get('validation', float('nan')):>9.3f}"
+                  f"{dfwe.get('dev', float('nan')):>9.3f}{dfwe.get('validation', float('nan')):>7.3f}"
                   f"{dfwe['test']:>7.3f}  {cells[0]:>10}{cells[1]:>10}{cells[2]:>11}{cells[3]:>11}"
                   f"{row['dfwe_largest_weight']:>7.2f}{'' if seconds is None else f'{seconds:.1f}':>8}")
-    print("\nmean over targets of dfwe minus")
+    print("\nmean over the targets each run finished of dfwe minus (and the reference over the same targets)")
     for name, run in result["runs"].items():
-        s = run["summary"]
-        parts = [f"{k}={v:+.4f}" for k, v in s.items() if isinstance(v, float) and "minus" in k]
-        print(f"{name:<22}dfwe validation {s['dfwe_validation']:.3f} test {s['dfwe_test']:.3f}  "
-              + "  ".join(parts) + f"  loses to uniform (val): {s['validation_loses_to_uniform']}"
-              f"  (test): {s['test_loses_to_uniform']}")
+        if not run["rows"]:
+            continue
+        for label, s in ((name, run["summary"]), ("  reference, same", run["reference_summary"])):
+            parts = [f"{k}={v:+.4f}" for k, v in s.items() if isinstance(v, float) and "minus" in k]
+            print(f"{label:<22}({len(run['rows'])}) dfwe validation {s['dfwe_validation']:.3f} test "
+                  f"{s['dfwe_test']:.3f}  " + "  ".join(parts)
+                  + f"  loses to uniform (val): {s['validation_loses_to_uniform']}  (test): {s['test_loses_to_uniform']}")
 
 
 def main(argv: list[str] | None = None) -> None:
