@@ -180,20 +180,18 @@ def measured_run(units: Path) -> dict[str, Any] | None:
         return None
     stages: dict[str, float] = {}
     per_target, per_candidate = {}, {}
+    per_seed: dict[str, dict[str, Any]] = {}
     for target, seeds in sorted(found.items()):
-        for unit in seeds.values():
+        for seed, unit in sorted(seeds.items()):
             for stage, value in unit["timing_seconds"].items():
                 stages[stage] = stages.get(stage, 0.0) + value / HOUR / len(seeds)
+            entry = per_seed.setdefault(str(seed), {"targets": [], "hours": 0.0})
+            entry["targets"].append(target)
+            entry["hours"] += sum(unit["timing_seconds"].values()) / HOUR
         per_target[target] = float(np.mean([sum(u["timing_seconds"].values()) for u in seeds.values()])) / HOUR
         candidates = [s for u in seeds.values() for s in u.get("search_candidate_seconds") or []]
         if candidates:
             per_candidate[target] = {"candidates": len(candidates), "median_seconds": float(np.median(candidates))}
-    per_seed: dict[str, dict[str, Any]] = {}
-    for target, seeds in sorted(found.items()):
-        for seed, unit in sorted(seeds.items()):
-            entry = per_seed.setdefault(str(seed), {"targets": [], "hours": 0.0})
-            entry["targets"].append(target)
-            entry["hours"] += sum(unit["timing_seconds"].values()) / HOUR
     return {"measured": True, "stages": stages, "per_target": per_target, "total_hours": sum(stages.values()),
             "targets_finished": len(found), "search_candidate_seconds": per_candidate, "per_seed": per_seed}
 

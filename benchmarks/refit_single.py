@@ -48,9 +48,10 @@ def target_rows(config, cache: Path, ingredients_wanted: list[str], cs: list[flo
         if name not in ingredients_wanted:
             continue
         row = {}
+        fold = FoldSpec((folder,), data.dev, None, config.runtime.device, data.train, 1.0, depth).build()
         for label, c in [("own head", None), *((f"refit C={c:g}", c) for c in cs)]:
-            fold = FoldSpec((folder,), data.dev, None, config.runtime.device,
-                            data.train if c is not None else None, c or 1.0, depth).build()
+            fold.probe_c = c or fold.probe_c
+            # a single ingredient's merge is itself: with refit=False it keeps its own head (bit for bit)
             fold.merge("linear", np.ones((1, 1)), refit=c is not None)
             row[label] = {split: score(fold.logits(examples), examples)[metric]
                           for split, examples in (("validation", data.validation), ("test", data.test))}
