@@ -42,10 +42,11 @@ for k in 8 32; do
 done
 # FETA-Friends, seeds 0-2 (issue 20): every finished (target, seed) comes back as a unit, whatever the time left
 for layers in 1 all; do
-    chosen=(); [ "$layers" = 1 ] && chosen=(--set experts.train.lr=5e-4)  # the CPU table's settings (docs/results.md)
+    # the config's CPU settings (one trainable layer, experts at lr 5e-4); every layer trains at the experts' 1e-4
+    full=(); [ "$layers" = all ] && full=(--set model.trainable_layers=all --set experts.train.lr=1e-4)
     timeout 100 python3 -m dfwe.cli bench --suite "$work/feta_friends" --seeds 0 1 2 --out "$work/feta-$layers" \
-        --cache "$work/cache" --set model.base="$work/minilm" --set runtime.device=cuda \
-        --set model.trainable_layers=$layers "${chosen[@]}" | tee "$OUT/feta-$layers.txt" || true
+        --cache "$work/cache" --set model.base="$work/minilm" --set runtime.device=cuda "${full[@]}" \
+        | tee "$OUT/feta-$layers.txt" || true
     [ -f "$work/feta-$layers/results.json" ] && cp "$work/feta-$layers/results.json" "$OUT/feta_friends-$layers.json"
     python3 benchmarks/feta_friends.py units --run "$work/feta-$layers" --units "$OUT/feta_friends-$layers" || true
 done

@@ -25,7 +25,7 @@ from dfwe.config import feta_config_path, load_config  # noqa: E402
 from dfwe.data.metrics import score  # noqa: E402
 from dfwe.data.prepare import TaskSplits  # noqa: E402
 from dfwe.io import atomic_write_json  # noqa: E402
-from dfwe.merge.fold import FoldSpec  # noqa: E402
+from dfwe.merge.fold import FoldSpec, HeadRefit  # noqa: E402
 from dfwe.pipeline import prepare_inputs  # noqa: E402
 from dfwe.runtime import resolve_device, torch_threads  # noqa: E402
 from dfwe.train.experts import train_experts  # noqa: E402
@@ -48,9 +48,9 @@ def target_rows(config, cache: Path, ingredients_wanted: list[str], cs: list[flo
         if name not in ingredients_wanted:
             continue
         row = {}
-        fold = FoldSpec((folder,), data.dev, None, config.runtime.device, data.train, 1.0, depth).build()
+        fold = FoldSpec((folder,), data.dev, None, config.runtime.device, HeadRefit(data.train), depth).build()
         for label, c in [("own head", None), *((f"refit C={c:g}", c) for c in cs)]:
-            fold.probe_c = c or fold.probe_c
+            fold.refit = HeadRefit(data.train, c or fold.refit.c)
             # a single ingredient's merge is itself: with refit=False it keeps its own head (bit for bit)
             fold.merge("linear", np.ones((1, 1)), refit=c is not None)
             row[label] = {split: score(fold.logits(examples), examples)[metric]

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
-from dfwe.data.encode import ContextTurns, MaxLength, Preprocessing, Stride
+from dfwe.data.encode import ChoiceEncoding, ContextTurns, MaxLength, Preprocessing, Stride
 from dfwe.data.records import Task
 from dfwe.data.shapes import SHAPES, TaskShape, get_shape
 from dfwe.errors import BadInput
@@ -302,6 +302,7 @@ class PreprocessingInfo(BaseModel):
     max_length: MaxLength
     context_turns: ContextTurns
     stride: Stride
+    choices: ChoiceEncoding = "pairs"  # multiple choice; folders written before it existed encode pairs
 
 
 class ModelInfo(BaseModel):

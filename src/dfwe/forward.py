@@ -68,17 +68,18 @@ def body_features(model: DfwePreTrainedModel, shape: TaskShape, data: EncodedSet
 
 
 def fit_head(model: DfwePreTrainedModel, shape: TaskShape, train: EncodedSet, c: float = 1.0,
-             batch_size: int = 64) -> None:
+             batch_size: int = 64, max_iter: int = 500) -> None:
     """Fit the head alone on frozen features: full-batch L-BFGS on the shape's probe loss + ||W||^2 / (2 C n).
 
     For classification this is scikit-learn's ``LogisticRegression(C=c)`` divided by ``C n``, for multilabel its
     one-vs-rest logistic regressions (weights, not biases, are penalised); for every shape the objective is
-    convex in the head, so the fit is deterministic and independent of where the head started.
+    convex in the head, so a converged fit is deterministic and independent of where the head started. At most
+    ``max_iter`` L-BFGS iterations (a cap below convergence makes the fit depend on its start: deterministic still).
     """
     features = body_features(model, shape, train, batch_size)
     batch = full_batch(train).to(features.device)
     penalised = [p for name, p in model.head.named_parameters() if not name.endswith("bias")]
-    optimizer = torch.optim.LBFGS(model.head.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-7,
+    optimizer = torch.optim.LBFGS(model.head.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-7,
                                   tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
     was_training = model.training
     model.eval()

@@ -137,6 +137,17 @@ class DfwePreTrainedModel(PreTrainedModel):
         features = pool(hidden, attention_mask, self.config.pooling, getattr(self.body, "pooler", None))
         return nn.functional.normalize(features, dim=-1) if self.config.normalize else features
 
+    def choice_features(self, tokens: torch.Tensor, choice_tokens: torch.Tensor) -> torch.Tensor:
+        """Each choice's features ``[n, choices, H]`` from token states ``[n, L, H]``: the mean of the states at
+        its mentions (``choice_tokens`` ``[n, choices, L]``); zeros for a padded choice (no mention).
+
+        Not normalised, whatever the base's sentence pooling does: a mean of a few token states is not a sentence
+        embedding, and its length carries signal (FETA's reading comprehension, frozen all-MiniLM-L6-v2, a probe
+        at C = 10 scored on the official dev split: 0.389 unnormalised, 0.339 normalised; benchmarks/rc_probe.py).
+        """
+        weights = choice_tokens.to(tokens.dtype)
+        return weights @ tokens / weights.sum(dim=-1, keepdim=True).clamp(min=1)
+
     @torch.no_grad()
     def trunk_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      token_type_ids: torch.Tensor | None, depth: int) -> torch.Tensor:
@@ -238,7 +249,14 @@ class DfweForSequenceClassification(DfwePreTrainedModel):
 
 
 class DfweForMultipleChoice(DfwePreTrainedModel):
-    """One score per (question, choice) encoding; inputs ``[n, choices, L]``, logits ``[n, choices]``."""
+    """One score per choice, logits ``[n, choices]``, from either encoding of the choices:
+
+    * ``pairs`` (transformers' convention): inputs ``[n, choices, L]``, one (question with the choice, context)
+      pair per choice, each pooled;
+    * ``mentions``: inputs ``[n, L]``, the question, the choices and the context once, and ``choice_tokens``
+      ``[n, choices, L]`` marking the tokens that mention each choice; a choice reads the mean state of its
+      mentions (:meth:`choice_features`).
+    """
 
     def __init__(self, config: DfweConfig):
         super().__init__(config)
@@ -248,13 +266,20 @@ class DfweForMultipleChoice(DfwePreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                **_: object) -> MultipleChoiceModelOutput:
-        n, choices, width = input_ids.shape
+                choice_tokens: torch.Tensor | None = None, **_: object) -> MultipleChoiceModelOutput:
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        flat = [t.reshape(n * choices, width) if t is not None else None for t in (input_ids, mask, token_type_ids)]
-        logits = self.head(self.dropout(self.features(*flat))).view(n, choices)
-        # padded choices (an all-zero mask) can never be chosen
-        logits = logits.masked_fill(mask.sum(dim=-1) == 0, torch.finfo(logits.dtype).min)
+        if choice_tokens is not None:
+            features = self.choice_features(self.features(input_ids, mask, token_type_ids, pooled=False),
+                                            choice_tokens)
+            real = choice_tokens.any(dim=-1)
+        else:
+            n, choices, width = input_ids.shape
+            flat = [t.reshape(n * choices, width) if t is not None else None for t in (input_ids, mask, token_type_ids)]
+            features = self.features(*flat).view(n, choices, -1)
+            real = mask.sum(dim=-1) > 0
+        logits = self.head(self.dropout(features)).squeeze(-1)
+        # padded choices can never be chosen
+        logits = logits.masked_fill(~real, torch.finfo(logits.dtype).min)
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return MultipleChoiceModelOutput(loss=loss, logits=logits)
 

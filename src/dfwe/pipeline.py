@@ -24,7 +24,7 @@ from dfwe.eval.barriers import loss_barriers
 from dfwe.eval.baselines import BEST_SINGLE, DevChoices, choose_on_dev, uniform_weights
 from dfwe.eval.scores import Merge, Scores, score_methods, with_best_single
 from dfwe.io import check_output_dir, output_folder
-from dfwe.merge.fold import FoldSpec
+from dfwe.merge.fold import FoldSpec, HeadRefit, MergeConfig
 from dfwe.report.results import RunStages, run_results
 from dfwe.report.write import write_outputs, write_predictions
 from dfwe.runtime import resolve_device, torch_threads
@@ -147,24 +147,23 @@ def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients, 
     ingredients trained on dev scored on train. With ``merge.head: refit`` each refits on its training set."""
     base = ingredients.origin if config.search.space == "task_arithmetic" else None
     device = config.runtime.device
-    specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, device, refit_set(config, data.train),
-                      config.merge.probe_c, depth)]
+    specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, device, head_refit(config, data.train), depth)]
     if swapped is not None:
         specs.append(FoldSpec(tuple(swapped.folders), data.train, swapped.origin if base else None, device,
-                              refit_set(config, data.dev), config.merge.probe_c, depth))
+                              head_refit(config, data.dev), depth))
     return specs
 
 
-def refit_set(config: RunConfig, examples: ExampleSet) -> ExampleSet | None:
-    """What a merged model's head is refit on (``merge.head: refit``): the fold's training examples, or a seeded
-    subset of ``merge.refit_examples`` of them."""
+def head_refit(config: RunConfig, examples: ExampleSet) -> HeadRefit | None:
+    """How a merged model's head is refit (``merge.head: refit``): on the fold's training examples, or a seeded
+    subset of ``merge.refit_examples`` of them, as ``merge`` says."""
     if config.merge.head != "refit":
         return None
     limit = config.merge.refit_examples
-    if limit is None or limit >= len(examples.examples):
-        return examples
-    rows = np.random.default_rng([config.seed, 0x4EF1]).choice(len(examples.examples), size=limit, replace=False)
-    return examples.subset(np.sort(rows))
+    if limit is not None and limit < len(examples.examples):
+        rows = np.random.default_rng([config.seed, 0x4EF1]).choice(len(examples.examples), size=limit, replace=False)
+        examples = examples.subset(np.sort(rows))
+    return HeadRefit(examples, config.merge.probe_c, config.merge.refit_iterations)
 
 
 def search_start(config: RunConfig, choices: DevChoices) -> np.ndarray:
@@ -178,10 +177,11 @@ def search_start(config: RunConfig, choices: DevChoices) -> np.ndarray:
 
 def head_rule(config: RunConfig, data: PreparedData) -> dict[str, Any]:
     """What a merged model's head depends on (part of the content key of its cached outputs)."""
-    if config.merge.head == "refit":
-        refit = refit_set(config, data.train)
-        return {"rule": "refit", "probe_c": config.merge.probe_c, "train": refit.encoded.digest()}
-    return {"rule": "average"}
+    refit = head_refit(config, data.train)
+    if refit is None:
+        return {"rule": "average"}
+    capped = {"max_iter": refit.max_iter} if refit.max_iter != MergeConfig.model_fields["refit_iterations"].default else {}
+    return {"rule": "refit", "probe_c": refit.c, "train": refit.train.encoded.digest(), **capped}
 
 
 __all__ = ["RunOutput", "run", "run_pipeline"]

@@ -168,8 +168,10 @@ def test_a_weight_space_holds_only_what_trains_and_refuses_differing_frozen_tens
 def suite_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("trunk-suite")
     suite, base = tiny_suite_and_base(root)
+    # reading comprehension as FETA's config reads it: each cloze once, each choice at its mentions
     config = {"data": {"data_dir": str(suite), "target": "emo", "sources": ["rc"], "sampling": "dialogues",
-                       "fraction": 0.5, "max_length": {"default": 24, "qa": 32}, "stride": 8},
+                       "fraction": 0.5, "max_length": {"default": 24, "qa": 32}, "stride": 8,
+                       "choice_encoding": "mentions"},
               "model": {"base": str(base), "trainable_layers": 1, "trunk_dtype": "float32"},
               "experts": {"train": {"epochs": 1, "batch_size": 8}},
               "target": {"head": "own", "train": {"epochs": 2, "batch_size": 8, "linear_probe": True}},
@@ -205,4 +207,6 @@ def test_the_merged_model_scored_from_raw_text_reproduces_the_runs_test_score(ta
     assert done.returncode == 0, done.stderr
     metric = results["task"]["metric"]
     assert json.loads(done.stdout)[metric] == pytest.approx(results["methods"]["dfwe"]["test"][metric], abs=1e-6)
+    if target == "rc":  # the model records how it reads choices, so evaluate encodes them as the run did
+        assert json.loads((run / "merged" / "dfwe.json").read_text())["preprocessing"]["choices"] == "mentions"
     assert results["timing_seconds"]["trunk"] > 0

@@ -11,7 +11,7 @@ from dfwe.data.encode import Preprocessing
 from dfwe.data.sets import ExampleSet
 from dfwe.data.shapes import get_shape
 from dfwe.data.tasks import load_task
-from dfwe.merge.fold import FoldSpec
+from dfwe.merge.fold import FoldSpec, HeadRefit
 from dfwe.search.run import SearchConfig, search_stage
 
 
@@ -26,7 +26,8 @@ def test_anchor_penalty_with_a_coarse_stage_pulls_towards_the_coarse_solution(ti
                                                                               Preprocessing(max_length=32)))
 
     folders = perturbed_copies(tiny_base, tmp_path, 3)
-    spec = FoldSpec(tuple(folders), example_set("dev"), device="cpu", head_train=example_set("train") if refit else None)
+    spec = FoldSpec(tuple(folders), example_set("dev"), device="cpu",
+                    refit=HeadRefit(example_set("train")) if refit else None)
     strength = 2.0
     config = SearchConfig(budget=8, coarse_budget=3, granularity="layer", objective="calibrated_loss",
                           penalty="anchor", penalty_strength=strength)

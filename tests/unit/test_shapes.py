@@ -18,7 +18,7 @@ from dfwe.data.records import Example, Task
 from dfwe.data.sampling import answerless_windows
 from dfwe.data.shapes import SHAPES
 from dfwe.data.shapes.multilabel import label_matrix
-from dfwe.data.shapes.multiple_choice import fill
+from dfwe.data.shapes.multiple_choice import fill, mention_spans
 from dfwe.data.shapes.span import answer_tokens, best_spans, exact_match, token_f1
 from dfwe.data.tasks import load_task
 from dfwe.errors import BadInput
@@ -301,6 +301,45 @@ def test_multiple_choice_pads_choices_and_never_picks_a_padded_one(tokenizer):
     assert CHOICE.submission("ross", task("multiple_choice")) == "ross"
 
 
+def test_mention_spans_list_every_choice_and_find_it_and_its_first_name_as_whole_words():
+    first, spans = mention_spans("@placeholder drinks coffee", ["monica geller", "ross", "rachel"],
+                                 "ross : hi monica . monica geller said hi to rossy")
+    assert first == "@placeholder drinks coffee | monica geller | ross | rachel"
+    assert first[29:42] == "monica geller" and first[45:49] == "ross" and first[52:58] == "rachel"
+    # "monica" alone is monica geller's first name; "rossy" is not "ross"; rachel is only in the list
+    assert spans == [[(0, 29, 42), (1, 10, 16), (1, 19, 25), (1, 19, 32)], [(0, 45, 49), (1, 0, 4)], [(0, 52, 58)]]
+    # a first name shared by two choices, or that is itself a choice, names neither
+    _, shared = mention_spans("q", ["ross geller", "ross", "ross g"], "ross geller : hi ross")
+    assert shared[0][1:] == [(1, 0, 11)] and shared[1][1:] == [(1, 0, 4), (1, 17, 21)] and shared[2][1:] == []
+
+
+def test_multiple_choice_mentions_read_each_example_once_and_mark_each_choices_tokens(tokenizer):
+    examples = [CHOICE.parse({"id": "a", "question": "@placeholder drinks coffee",
+                              "context": "ross : hi monica . joey said hi to rachel",
+                              "choices": ["monica", "ross", "rachel joey"], "label": "ross"}, "f:1", 3),
+                CHOICE.parse({"id": "b", "question": "who is at home ?", "context": "joey : hi",
+                              "choices": ["joey", "ross"], "label": "joey"}, "f:2", 3)]
+    prep = Preprocessing(max_length=32, choices="mentions")
+    data = CHOICE.encode(examples, tokenizer, task("multiple_choice"), prep)
+    assert data.input_ids.ndim == 2 and data.choice_tokens.shape == (2, 3, data.input_ids.shape[1])
+    assert data.labels.tolist() == [1, 0] and data.truncated == 0
+    tokens = tokenizer.convert_ids_to_tokens(data.input_ids[0, : int(data.lengths[0])].tolist())
+    assert tokens == ["[CLS]", "[UNK]", "[UNK]", "drinks", "coffee", "[UNK]", "monica", "[UNK]", "ross", "[UNK]", "rachel",
+                      "joey", "[SEP]", "ross", ":", "hi", "monica", ".", "joey", "said", "hi", "to", "rachel", "[SEP]"]
+    marked = [data.choice_tokens[0, c].nonzero().flatten().tolist() for c in range(3)]
+    # each choice in the list and in the context; "rachel joey" also where its first name stands alone, but not
+    # at the context's "joey"
+    assert marked == [[6, 16], [8, 13], [10, 11, 22]]
+    assert data.choice_tokens[1, 2].sum() == 0 and data.choice_tokens[1, :2].any(dim=-1).all()  # a padded choice
+    # at 8 tokens the question and the list do not fit: a choice with no mention left is read at the first token
+    cut = CHOICE.encode(examples, tokenizer, task("multiple_choice"), Preprocessing(max_length=8, choices="mentions"))
+    assert cut.truncated == 2 and cut.input_ids.shape[1] == 8
+    assert cut.choice_tokens[0, 2].nonzero().flatten().tolist() == [0]
+    assert cut.choice_tokens[:, :2].any(dim=-1).all()
+    # pairs and mentions encode the same examples differently, so their cached artefacts never mix
+    assert data.digest() != CHOICE.encode(examples, tokenizer, task("multiple_choice"), Preprocessing(max_length=32)).digest()
+
+
 def test_multiple_choice_label_outside_the_choices_is_bad_input():
     record = {"id": "x", "question": "@placeholder", "context": "c", "choices": ["monica", "ross"], "label": "joey"}
     with pytest.raises(BadInput, match=r"^f:3: label 'joey' is not one of the choices \['monica', 'ross'\]"):
@@ -321,6 +360,7 @@ CASES = {
     "multilabel": (multilabel_examples, RELATIONS, Preprocessing(max_length=32)),
     "span": (span_examples, (), SPAN_PREP),
     "multiple_choice": (choice_examples, (), Preprocessing(max_length=32)),
+    "multiple_choice-mentions": (choice_examples, (), Preprocessing(max_length=32, choices="mentions")),
 }
 
 
@@ -329,6 +369,7 @@ def test_tiny_model_trains_predicts_padded_outputs_and_fits_its_head(name, base,
     from dfwe.checkpoints import new_model
 
     make, labels, prep = CASES[name]
+    name = name.split("-")[0]
     shape, t = SHAPES[name], task(name, labels, ("unanswerable",) if labels else ())
     data = shape.encode(make(), tokenizer, t, prep)
     torch.manual_seed(0)
@@ -339,7 +380,8 @@ def test_tiny_model_trains_predicts_padded_outputs_and_fits_its_head(name, base,
     batch = next(eval_batches(data, 8))
     logits = shape.logits(model, batch)
     with torch.no_grad():  # the shape computes what the model class's own forward does
-        out = model(**batch.model_inputs())
+        out = model(**batch.model_inputs(), **({} if batch.choice_tokens is None else
+                                               {"choice_tokens": batch.choice_tokens}))
     reference = torch.stack([out.start_logits, out.end_logits], 1) if name == "span" else out.logits
     np.testing.assert_allclose(logits.detach().numpy(), reference.float().numpy(), rtol=1e-5, atol=1e-5)
 

@@ -69,6 +69,20 @@ def test_linear_probe_matches_sklearn_logistic_regression(tiny_base, tmp_path):
         assert torch.equal(param.detach(), body_before[name]), name
 
 
+def test_a_capped_head_fit_stops_after_its_iterations_and_a_cap_above_convergence_changes_nothing(tiny_base, tmp_path):
+    train, _ = _sets(_ragged_task(tmp_path / "ragged"), tiny_base)
+    heads, evaluations = {}, {}
+    for cap in (500, 100, 2):
+        model = tiny_model(tiny_base, seed=0)
+        calls = []
+        model.head.register_forward_hook(lambda *_: calls.append(1))
+        fit_head(model, SHAPE, train.encoded, c=0.5, max_iter=cap)
+        heads[cap], evaluations[cap] = _params(model.head), len(calls)
+    assert 4 < evaluations[500] < 100  # converged well inside both caps
+    assert all(torch.equal(heads[100][n], heads[500][n]) for n in heads[500])
+    assert evaluations[2] <= 3 and not torch.equal(heads[2]["weight"], heads[500]["weight"])
+
+
 def test_fine_tune_is_seeded_and_keeps_the_best_dev_epoch(tiny_base, small_task):
     train, dev = _sets(small_task, tiny_base)
     name = train.task.name

@@ -15,7 +15,7 @@ from dfwe.data.tasks import read_jsonl
 from dfwe.errors import BadInput
 from dfwe.forward import InverseL2
 from dfwe.io import output_folder
-from dfwe.merge.fold import FoldSpec
+from dfwe.merge.fold import FoldSpec, HeadRefit
 from dfwe.report.write import write_outputs
 from dfwe.runtime import RuntimeOptions
 from dfwe.schema import Seed, checked
@@ -67,7 +67,8 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
               "context_turns": context_turns, "runtime": runtime.model_dump(mode="json"),
               **({"train": str(train_file), "probe_c": probe_c} if train_file is not None else {}),
               **({"stride": stride} if stride is not None else {})}
-    spec = FoldSpec(tuple(paths), dev, base=base, device=runtime.device, head_train=train, probe_c=probe_c)
+    spec = FoldSpec(tuple(paths), dev, base=base, device=runtime.device,
+                    refit=HeadRefit(train, probe_c) if train is not None else None)
     fold = spec.build()
     with output_folder(out_dir, config, resume, overwrite) as out:
         space, result = search_weights([fold], settings, seed, out / "journal.sqlite", specs=[spec], runtime=runtime)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
-from typing import Annotated, Iterator, Sequence
+from typing import Annotated, Iterator, Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from dfwe.schema import Frozen, validated
 MaxLength = Annotated[int, Field(ge=8, description="tokens per input")]
 ContextTurns = Annotated[int, Field(ge=0, description="preceding dialogue turns read with an utterance")]
 Stride = Annotated[int, Field(ge=1, description="tokens shared by consecutive windows of a long context")]
+CHOICE_ENCODINGS = ("pairs", "mentions")
+ChoiceEncoding = Literal[CHOICE_ENCODINGS]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class Preprocessing:
     max_length: int = 128
     context_turns: int = 3
     stride: int = 64  # spans: tokens shared by consecutive windows of a long context
+    # multiple choice: "pairs" encodes every choice with the context (one input per choice); "mentions" encodes
+    # the question, the choices and the context once and reads each choice at its mentions
+    choices: str = "pairs"
 
     def overridden(self, origin: str, **values: int | None) -> "Preprocessing":
         """This preprocessing with the given values (None: keep); one outside its bounds is bad input naming
@@ -47,6 +52,7 @@ class PreprocessingValues(Frozen):
     max_length: MaxLength | None = None
     context_turns: ContextTurns | None = None
     stride: Stride | None = None
+    choices: ChoiceEncoding | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,8 @@ class EncodedSet:
     example_of: torch.Tensor | None = None  # [rows] index of the example a window belongs to (spans)
     offsets: torch.Tensor | None = None  # [rows, L, 2] character span of each context token, -1 elsewhere
     truncated: int = 0  # examples whose own text (not only their context) was cut to fit max_length
+    # multiple choice read at mentions: [rows, choices, L], which tokens mention each choice (none: padded choice)
+    choice_tokens: torch.Tensor | None = None
     # a frozen trunk's output for every row (model.trainable_layers): what a model then reads instead of tokens
     states: TrunkStates | None = None
 
@@ -121,6 +129,7 @@ class EncodedSet:
             example_of=example_of,
             offsets=None if self.offsets is None else self.offsets[index, :width],
             truncated=0,
+            choice_tokens=None if self.choice_tokens is None else self.choice_tokens[index, :, :width],
             states=None if self.states is None else self.states.subset(index.numpy()),
         )
 
@@ -156,12 +165,14 @@ class Batch:
     rows: torch.Tensor
     states: torch.Tensor | None = None  # the frozen trunk's output [rows, (choices,) L, H], when the set has it
     depth: int = 0  # encoder layers those states have been through
+    choice_tokens: torch.Tensor | None = None  # [rows, choices, L]: each choice's mentions (multiple choice)
 
     def to(self, device: torch.device) -> "Batch":
         moved = (t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask, self.token_type_ids,
                                                           self.labels, self.rows))
-        states = None if self.states is None else self.states.to(device, non_blocking=True)
-        return Batch(*moved, states, self.depth)
+        states, choices = (None if t is None else t.to(device, non_blocking=True)
+                           for t in (self.states, self.choice_tokens))
+        return Batch(*moved, states, self.depth, choices)
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "token_type_ids": self.token_type_ids}
@@ -180,13 +191,24 @@ def pad_rows(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
     return out
 
 
+class EncodedPairs(NamedTuple):
+    """What :func:`encode_pairs` returns: per text its ids and token types, how many texts were cut, and (when
+    asked for) every token's ``(segment, start, end)`` character span in its own segment (None: a special token)."""
+
+    ids: list[list[int]]
+    types: list[list[int]]
+    cut: int
+    spans: list[list[tuple[int, int, int] | None]] | None = None
+
+
 def encode_pairs(tokenizer, texts: Sequence[str], contexts: Sequence[str], max_length: int,
-                 keep: str = "end") -> tuple[list[list[int]], list[list[int]], int]:
+                 keep: str = "end", spans: bool = False) -> EncodedPairs:
     """Token ids and types of ``text`` (first segment) with its ``context`` (second segment, may be empty).
 
     The context is cut first: ``keep="end"`` keeps its most recent end (dialogue history, oldest first),
     ``keep="start"`` its beginning (a scene listed most recent turn first). A text that does not fit even
-    alone is cut at its end and loses its context. Returns ids, types, and how many texts were cut.
+    alone is cut at its end and loses its context. ``spans`` also returns where each token came from (needs a
+    fast tokenizer).
     """
     text_lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
     pair_room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
@@ -194,36 +216,39 @@ def encode_pairs(tokenizer, texts: Sequence[str], contexts: Sequence[str], max_l
     alone = sorted(set(range(len(texts))) - set(paired))
     ids: list[list[int]] = [[] for _ in texts]
     types: list[list[int]] = [[] for _ in texts]
+    where: list[list[tuple[int, int, int] | None]] = [[] for _ in texts]
     side = tokenizer.truncation_side
     try:
-        if paired:
-            tokenizer.truncation_side = "left" if keep == "end" else "right"
-            out = tokenizer([texts[i] for i in paired], [contexts[i] for i in paired], truncation="only_second",
-                            max_length=max_length, return_token_type_ids=True)
-            for j, i in enumerate(paired):
+        for rows, pair in ((paired, True), (alone, False)):
+            if not rows:
+                continue
+            # a pair cuts its context on the side it keeps; an over-long text alone keeps its beginning
+            tokenizer.truncation_side = ("left" if keep == "end" else "right") if pair else "right"
+            second = [contexts[i] for i in rows] if pair else None
+            out = tokenizer([texts[i] for i in rows], second, truncation="only_second" if pair else True,
+                            max_length=max_length, return_token_type_ids=True, return_offsets_mapping=spans)
+            for j, i in enumerate(rows):
                 ids[i], types[i] = out["input_ids"][j], out["token_type_ids"][j]
-        if alone:
-            tokenizer.truncation_side = "right"  # an over-long text keeps its beginning
-            out = tokenizer([texts[i] for i in alone], truncation=True, max_length=max_length,
-                            return_token_type_ids=True)
-            for j, i in enumerate(alone):
-                ids[i], types[i] = out["input_ids"][j], out["token_type_ids"][j]
+                if spans:
+                    where[i] = [None if segment is None else (segment, begin, end)
+                                for segment, (begin, end) in zip(out.sequence_ids(j), out["offset_mapping"][j])]
     finally:
         tokenizer.truncation_side = side
     single_room = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     cut = sum(1 for i in alone if text_lengths[i] > single_room or contexts[i])
-    return ids, types, cut
+    return EncodedPairs(ids, types, cut, where if spans else None)
 
 
-def _make_batch(data: EncodedSet, rows: np.ndarray) -> Batch:
+def _make_batch(data: EncodedSet, rows: np.ndarray, with_states: bool = True) -> Batch:
     index = torch.as_tensor(rows, dtype=torch.long)
     lengths = data.lengths[index]
     width = max(1, int(lengths.max()))
     mask = (torch.arange(width) < lengths.unsqueeze(-1)).long()
-    states = (None if data.states is None else
+    states = (None if data.states is None or not with_states else
               torch.from_numpy(data.states.gather(np.asarray(rows), lengths.numpy(), width)))
+    choices = None if data.choice_tokens is None else data.choice_tokens[index, :, :width]
     return Batch(data.input_ids[index, ..., :width], mask, data.token_type_ids[index, ..., :width],
-                 data.labels[index], index, states, data.states.depth if data.states is not None else 0)
+                 data.labels[index], index, states, data.states.depth if data.states is not None else 0, choices)
 
 
 def _row_lengths(data: EncodedSet) -> np.ndarray:
@@ -232,8 +257,10 @@ def _row_lengths(data: EncodedSet) -> np.ndarray:
 
 
 def full_batch(data: EncodedSet) -> Batch:
-    """Every row of ``data`` as one batch, in row order."""
-    return _make_batch(data, np.arange(len(data)))
+    """Every row of ``data`` as one batch, in row order: its tokens, masks and targets, not its trunk states (what a
+    head fitted on precomputed features reads; gathering the states of a whole long-input set would copy
+    gigabytes for nothing)."""
+    return _make_batch(data, np.arange(len(data)), with_states=False)
 
 
 def eval_batches(data: EncodedSet, batch_size: int) -> Iterator[Batch]:

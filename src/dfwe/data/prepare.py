@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from dfwe.cache import content_key
-from dfwe.data.encode import ContextTurns, MaxLength, Preprocessing, Stride
+from dfwe.data.encode import ChoiceEncoding, ContextTurns, MaxLength, Preprocessing, Stride
 from dfwe.data.records import Example, Task
 from dfwe.data.sampling import answerless_windows, dialogue_fraction, few_shot_split, subsample
 from dfwe.data.sets import ExampleSet
@@ -47,6 +47,9 @@ class DataConfig(Frozen):
     max_length: MaxLength | dict[str, MaxLength] = 128
     context_turns: ContextTurns = 3
     stride: Stride = 64  # span tasks: tokens shared by consecutive windows of a long context
+    # multiple-choice tasks: "pairs" encodes each choice with the context; "mentions" reads the context once and
+    # each choice at its mentions (for choices that are entities of the context; needs a fast tokenizer)
+    choice_encoding: ChoiceEncoding = "pairs"
     # span tasks' train sets (target and sources): every window holding an answer and this seeded fraction of
     # the others, which are most of a long context's windows; dev, test and validation keep every window
     answerless_windows: float = Field(1.0, gt=0, le=1)
@@ -188,7 +191,8 @@ def prepare_data(data: DataConfig, suite: Suite, tokenizer, seed: int, source_se
     ``validation`` also encodes the official dev split less the few-sample dev examples, to compare options on.
     """
     def prep(task: str) -> Preprocessing:
-        return Preprocessing(max_length=data.max_length_of(task), context_turns=data.context_turns, stride=data.stride)
+        return Preprocessing(max_length=data.max_length_of(task), context_turns=data.context_turns, stride=data.stride,
+                             choices=data.choice_encoding)
 
     tasks = load_tasks(suite.folder, [data.target, *data.sources], data.context_turns)
     target = tasks[data.target]

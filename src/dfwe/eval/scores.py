@@ -72,26 +72,35 @@ class Scores:
 
 
 def method_logits(fold: DevFold, ingredient_keys: list[str], names: list[str], merges: Mapping[str, Merge],
-                  data: ExampleSet, cache_dir: Path, head: dict[str, Any], batch_size: int) -> dict[str, np.ndarray]:
-    """Each single ingredient (its own head), the logit ensemble, and each merge (the run's head rule)."""
-    digest = data.encoded.digest()
+                  splits: Mapping[str, ExampleSet], cache_dir: Path, head: dict[str, Any], batch_size: int
+                  ) -> dict[str, dict[str, np.ndarray]]:
+    """Per split, the outputs of each single ingredient (its own head), the logit ensemble, and each merge (the
+    run's head rule). A model is merged (and its head refit) once for every split it is scored on, and not at all
+    when every split's outputs are cached."""
 
-    def logits_of(merge: Merge, refit: bool, **identity: object) -> np.ndarray:
-        def compute() -> np.ndarray:
-            fold.merge(merge.method, merge.weights, refit=refit)
+    def logits_of(merge: Merge, refit: bool, **identity: object) -> dict[str, np.ndarray]:
+        merged = False  # whether the live model holds this merge yet
+
+        def compute(data: ExampleSet) -> np.ndarray:
+            nonlocal merged
+            if not merged:
+                fold.merge(merge.method, merge.weights, refit=refit)
+                merged = True
             return fold.logits(data, batch_size)
 
-        return cached_logits(cache_dir, {"key": content_key("logits", data=digest, **data.encoded.trunk_parts(),
-                                                            **identity)}, compute)
+        return {split: cached_logits(cache_dir, {"key": content_key("logits", data=data.encoded.digest(),
+                                                                    **data.encoded.trunk_parts(), **identity)},
+                                     lambda data=data: compute(data))
+                for split, data in splits.items()}
 
     one_hot = np.eye(len(names))
     # a single ingredient's outputs depend on that ingredient alone; a merge's on all of them and the head rule
     out = {name: logits_of(Merge(one_hot[i]), False, ingredient=ingredient_keys[i]) for i, name in enumerate(names)}
-    out[LOGIT_ENSEMBLE] = logit_ensemble([out[name] for name in names])
+    out[LOGIT_ENSEMBLE] = {split: logit_ensemble([out[name][split] for name in names]) for split in splits}
     for name, merge in merges.items():
         out[name] = logits_of(merge, True, ingredients=ingredient_keys, method=merge.method,
                               weights=np.atleast_2d(merge.weights).tolist(), head=head)
-    return out
+    return {split: {method: by_split[split] for method, by_split in out.items()} for split in splits}
 
 
 def score_methods(fold: DevFold, ingredient_keys: list[str], names: list[str], merges: Mapping[str, Merge],
@@ -101,9 +110,9 @@ def score_methods(fold: DevFold, ingredient_keys: list[str], names: list[str], m
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     stats: dict[str, dict[str, MetricStats]] = {}
     predictions: dict[str, list[Any]] = {}
+    outputs = method_logits(fold, ingredient_keys, names, merges, splits, cache_dir, head, batch_size)
     for split, data in splits.items():
-        for method, logits in method_logits(fold, ingredient_keys, names, merges, data, cache_dir, head,
-                                            batch_size).items():
+        for method, logits in outputs[split].items():
             decoded = data.shape.decode(logits, data.encoded, data.examples, data.task)
             per_example = data.shape.metric_stats(decoded, data.examples, data.task)
             metrics.setdefault(method, {})[split] = score(logits, data, per_example)

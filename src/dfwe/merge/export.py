@@ -109,6 +109,6 @@ def export_merge(out_dir: Path, fold: DevFold, weights: np.ndarray, method: str,
     fold.merge(method, weights)  # the live model becomes the merge (head rule included)
     export_merged(fold.model, load_tokenizer(folders[0]), out_dir / "merged", weights, ingredients, method,
                   fold.space.grouping.labels, prep or recorded, task)
-    head_from = out_dir / "merged" if fold.head_train is not None else None
+    head_from = out_dir / "merged" if fold.refit is not None else None
     write_mergekit_yaml(out_dir / "mergekit.yaml", mergekit_config(fold.space, weights, folders, method, base,
                                                                    relative_to=out_dir, head_from=head_from))

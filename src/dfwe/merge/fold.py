@@ -35,6 +35,20 @@ class MergeConfig(Frozen):
     probe_c: InverseL2 = 1.0
     # refit: fit on at most this many train examples (a seeded subset), to bound its cost on long inputs
     refit_examples: int | None = Field(None, ge=1)
+    # refit: at most this many L-BFGS iterations per fit. Each fit starts from the merged head, a few steps from
+    # its optimum, so a cap bounds what a long-input task's refit costs (token features of thousands of windows)
+    # and leaves short-input tasks' fits, converged well inside it, as they were.
+    refit_iterations: int = Field(500, ge=1)
+
+
+@dataclass(frozen=True)
+class HeadRefit:
+    """How a merged model's head is refitted after every merge: a probe of inverse L2 strength ``c`` on the merged
+    body's features of ``train``, at most ``max_iter`` L-BFGS iterations from the merged head."""
+
+    train: ExampleSet
+    c: float = 1.0
+    max_iter: int = 500
 
 
 @dataclass
@@ -44,15 +58,15 @@ class DevFold:
     space: WeightSpace
     model: TaskModel
     data: ExampleSet
-    head_train: ExampleSet | None = None  # refit: the examples the head is fitted on after every merge
-    probe_c: float = 1.0
+    refit: HeadRefit | None = None  # None: the merged head is the ingredients' heads merged like the body
 
     def merge(self, method: str, weights: np.ndarray, refit: bool = True) -> None:
-        """Write the merge into the live model (and, with ``head_train`` and ``refit``, refit its head; a single
-        ingredient is scored with ``refit=False``: as it was trained, with its own head)."""
+        """Write the merge into the live model (and, with a :class:`HeadRefit` and ``refit``, refit its head; a
+        single ingredient is scored with ``refit=False``: as it was trained, with its own head)."""
         self.space.apply(method, weights)
-        if refit and self.head_train is not None:
-            fit_head(self.model, self.head_train.shape, self.head_train.encoded, self.probe_c)
+        if refit and self.refit is not None:
+            fit_head(self.model, self.refit.train.shape, self.refit.train.encoded, self.refit.c,
+                     max_iter=self.refit.max_iter)
 
     def logits(self, data: ExampleSet, batch_size: int = 64) -> np.ndarray:
         """The live model's outputs on ``data``."""
@@ -67,8 +81,7 @@ class FoldSpec:
     data: ExampleSet
     base: Path | None = None
     device: str = "auto"
-    head_train: ExampleSet | None = None
-    probe_c: float = 1.0
+    refit: HeadRefit | None = None
     trunk_depth: int | None = None  # a frozen trunk of this many encoder layers: the space holds what is above it
 
     def build(self) -> DevFold:
@@ -76,4 +89,4 @@ class FoldSpec:
                                              trunk_depth=self.trunk_depth)
         model = load_model(self.checkpoints[0]).to(space.live.device)
         space.bind(model)
-        return DevFold(space, model, self.data, self.head_train, self.probe_c)
+        return DevFold(space, model, self.data, self.refit)

@@ -45,11 +45,11 @@ def encode_texts(examples: Sequence[Example], tokenizer: Any, max_length: int) -
     for keep in ("end", "start"):
         rows = [i for i, e in enumerate(examples) if e.context_keep == keep]
         if rows:
-            got_ids, got_types, cut = encode_pairs(tokenizer, [examples[i].text for i in rows],
-                                                   [examples[i].context for i in rows], max_length, keep)
+            pairs = encode_pairs(tokenizer, [examples[i].text for i in rows], [examples[i].context for i in rows],
+                                 max_length, keep)
             for j, i in enumerate(rows):
-                ids[i], types[i] = got_ids[j], got_types[j]
-            truncated += cut
+                ids[i], types[i] = pairs.ids[j], pairs.types[j]
+            truncated += pairs.cut
     return ids, types, truncated
 
 
