@@ -196,6 +196,25 @@ def measured_run(units: Path) -> dict[str, Any] | None:
             "targets_finished": len(found), "search_candidate_seconds": per_candidate, "per_seed": per_seed}
 
 
+# the settings that decide what one seed costs, as the units' configs record them
+COST_SETTINGS = ("model.trainable_layers", "experts.train.lr", "data.choice_encoding", "data.answerless_windows",
+                 "target.train.probe_c", "merge.probe_c", "merge.refit_iterations", "search.budget", "eval.barriers",
+                 "runtime.threads")
+
+
+def run_settings(units: Path) -> dict[str, Any]:
+    """:data:`COST_SETTINGS` as the units' config holds them (every unit of one run holds the same)."""
+    config = next(iter(next(iter(read_units(units).values())).values()))["config"]
+
+    def value(key: str) -> Any:
+        section = config
+        for part in key.split("."):
+            section = section.get(part) if isinstance(section, dict) else None
+        return section
+
+    return {key: value(key) for key in COST_SETTINGS}
+
+
 def refresh_measured(path: Path, units: Path | None) -> None:
     """Replace the measured run of an existing result with what the units say now (more targets or seeds landed),
     without timing the steps again (a timing beside a running benchmark would be wrong)."""
@@ -205,7 +224,7 @@ def refresh_measured(path: Path, units: Path | None) -> None:
     measured = measured_run(units)
     if measured is None:
         raise SystemExit(f"{units}: no units")
-    result["chosen"] = {**measured, "settings": result["chosen"]["settings"], "modelled": result["chosen"]["modelled"]}
+    result["chosen"] = {**measured, "settings": run_settings(units), "modelled": result["chosen"]["modelled"]}
     print_table("hours, one seed, all seven targets", {"today (modelled)": result["today"],
                                                         "chosen (modelled)": result["chosen"]["modelled"],
                                                         "chosen (measured)": measured})

@@ -348,9 +348,11 @@ def test_multiple_choice_label_outside_the_choices_is_bad_input():
         CHOICE.parse({**record, "choices": ["joey"]}, "f:3", 3)
 
 
-@pytest.mark.parametrize("name", ["multilabel", "span", "multiple_choice"])
+@pytest.mark.parametrize("name", ["multilabel", "span", "multiple_choice", "multiple_choice-mentions"])
 def test_an_empty_example_list_encodes_to_no_rows(name, tokenizer):
-    data = SHAPES[name].encode([], tokenizer, task(name, RELATIONS if name == "multilabel" else ()), SPAN_PREP)
+    name, _, choices = name.partition("-")
+    prep = Preprocessing(max_length=24, stride=8, choices=choices or "pairs")
+    data = SHAPES[name].encode([], tokenizer, task(name, RELATIONS if name == "multilabel" else ()), prep)
     assert len(data) == 0 and data.num_examples == 0 and len(data.labels) == 0
 
 

@@ -210,6 +210,8 @@ def encode_pairs(tokenizer, texts: Sequence[str], contexts: Sequence[str], max_l
     alone is cut at its end and loses its context. ``spans`` also returns where each token came from (needs a
     fast tokenizer).
     """
+    if not texts:  # the tokenizer refuses an empty batch
+        return EncodedPairs([], [], 0, [] if spans else None)
     text_lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
     pair_room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
     paired = [i for i, (length, context) in enumerate(zip(text_lengths, contexts)) if context and length < pair_room]

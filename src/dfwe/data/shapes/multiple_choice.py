@@ -138,14 +138,13 @@ class MultipleChoice(TaskShape):
                            "offsets of tokens); use data.choice_encoding: pairs")
         mentions = [mention_spans(e.text, e.choices, e.context) for e in examples]
         pairs = encode_pairs(tokenizer, [first for first, _ in mentions], [e.context for e in examples],
-                             prep.max_length, keep="start", spans=True) if examples else None
+                             prep.max_length, keep="start", spans=True)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids = pairs.ids if pairs else []
-        input_ids = pad_rows(ids, pad)
+        input_ids = pad_rows(pairs.ids, pad)
         choice_tokens = torch.zeros((len(examples), max((len(e.choices) for e in examples), default=1),
                                      input_ids.shape[1]), dtype=torch.bool)
         cut = set()
-        for i, (token_spans, (_, choice_spans)) in enumerate(zip(pairs.spans if pairs else [], mentions)):
+        for i, (token_spans, (_, choice_spans)) in enumerate(zip(pairs.spans, mentions)):
             for c, spans in enumerate(choice_spans):
                 hits = [t for t, where in enumerate(token_spans) if where is not None and where[2] > where[1]
                         and any(where[0] == segment and where[1] < end and where[2] > start
@@ -154,9 +153,8 @@ class MultipleChoice(TaskShape):
                     hits = [0]
                     cut.add(i)
                 choice_tokens[i, c, hits] = True
-        return EncodedSet(ids=tuple(e.id for e in examples), input_ids=input_ids,
-                          token_type_ids=pad_rows(pairs.types if pairs else [], 0),
-                          lengths=torch.tensor([len(r) for r in ids], dtype=torch.long),
+        return EncodedSet(ids=tuple(e.id for e in examples), input_ids=input_ids, token_type_ids=pad_rows(pairs.types, 0),
+                          lengths=torch.tensor([len(r) for r in pairs.ids], dtype=torch.long),
                           labels=self._labels(examples), pad_id=pad, choice_tokens=choice_tokens, truncated=len(cut))
 
     @staticmethod
