@@ -35,9 +35,9 @@ class MergeConfig(Frozen):
     probe_c: InverseL2 = 1.0
     # refit: fit on at most this many train examples (a seeded subset), to bound its cost on long inputs
     refit_examples: int | None = Field(None, ge=1)
-    # refit: at most this many L-BFGS iterations per fit. Each fit starts from the merged head, a few steps from
-    # its optimum, so a cap bounds what a long-input task's refit costs (token features of thousands of windows)
-    # and leaves short-input tasks' fits, converged well inside it, as they were.
+    # refit: at most this many L-BFGS iterations per fit. Each fit starts from the merged head, near its optimum,
+    # so a cap bounds what a long-input task's refit costs (token features of thousands of windows) at a small
+    # change to the fitted head.
     refit_iterations: int = Field(500, ge=1)
 
 
