@@ -47,7 +47,7 @@ from feta_friends import read_units  # noqa: E402
 from dfwe.bench import suite_target_config, suite_tasks  # noqa: E402
 from dfwe.checkpoints import new_model  # noqa: E402
 from dfwe.cli import parse_overrides  # noqa: E402
-from dfwe.config import RunConfig, feta_config_path, load_config  # noqa: E402
+from dfwe.config import RunConfig, config_to_dict, feta_config_path, load_config  # noqa: E402
 from dfwe.data.sets import ExampleSet  # noqa: E402
 from dfwe.data.shapes import get_shape  # noqa: E402
 from dfwe.forward import predict_logits  # noqa: E402
@@ -202,17 +202,21 @@ COST_SETTINGS = ("model.trainable_layers", "experts.train.lr", "data.choice_enco
                  "runtime.threads")
 
 
-def run_settings(units: Path) -> dict[str, Any]:
-    """:data:`COST_SETTINGS` as the units' config holds them (every unit of one run holds the same)."""
-    config = next(iter(next(iter(read_units(units).values())).values()))["config"]
+def cost_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """:data:`COST_SETTINGS` as a config (a unit's, or the resolved one) holds them."""
 
     def value(key: str) -> Any:
-        section = config
+        section: Any = config
         for part in key.split("."):
             section = section.get(part) if isinstance(section, dict) else None
         return section
 
     return {key: value(key) for key in COST_SETTINGS}
+
+
+def run_settings(units: Path) -> dict[str, Any]:
+    """:func:`cost_settings` of the units' run (every unit of one run holds the same config)."""
+    return cost_settings(next(iter(next(iter(read_units(units).values())).values()))["config"])
 
 
 def refresh_measured(path: Path, units: Path | None) -> None:
@@ -224,10 +228,16 @@ def refresh_measured(path: Path, units: Path | None) -> None:
     measured = measured_run(units)
     if measured is None:
         raise SystemExit(f"{units}: no units")
-    result["chosen"] = {**measured, "settings": run_settings(units), "modelled": result["chosen"]["modelled"]}
-    print_table("hours, one seed, all seven targets", {"today (modelled)": result["today"],
-                                                        "chosen (modelled)": result["chosen"]["modelled"],
-                                                        "chosen (measured)": measured})
+    settings = run_settings(units)
+    modelled = result["chosen"].get("modelled")
+    if modelled is not None and modelled.get("settings", result["chosen"].get("settings")) != settings:
+        print("the cost model was made for other settings than the units': dropped (run without --measured-only "
+              "to model these)", file=sys.stderr)
+        modelled = None
+    result["chosen"] = {**measured, "settings": settings, **({"modelled": modelled} if modelled else {})}
+    columns = {"today (modelled)": result["today"], **({"chosen (modelled)": modelled} if modelled else {}),
+               "chosen (measured)": measured}
+    print_table("hours, one seed, all seven targets", columns)
     for seed, entry in measured["per_seed"].items():
         print(f"seed {seed}: {entry['hours']:.2f} h over {len(entry['targets'])} targets")
     path.write_text(json.dumps(result, indent=2))
@@ -280,7 +290,8 @@ def main() -> None:
     modelled = cost_model(sets, configs, steps, "top", one_multitask, distinct)
     measured = measured_run(args.units) if args.units else None
     result = {"today": {**today, "settings": {"model.trainable_layers": "all", "experts.multitask_target": False}},
-              "chosen": {**(measured or modelled), "settings": overrides, "modelled": modelled},
+              "chosen": {**(measured or modelled), "settings": run_settings(args.units) if measured else overrides,
+                         "modelled": {**modelled, "settings": cost_settings(config_to_dict(chosen))}},
               "sets": sizes, "store": store, "steps_seconds_per_row": steps,
               "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__}}
     columns = {"today (modelled)": today, "chosen (modelled)": modelled}
