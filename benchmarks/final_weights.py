@@ -4,7 +4,9 @@ towards uniform weights?
 A search scores its candidates on a few-sample dev set, and the best of 40 noisy scores is partly the best noise:
 its winner overfits dev (issue 20: the searched weights land on a different ingredient every seed). Averaging the
 weights of the k best candidates keeps what they agree on; shrinking the winner towards uniform weights keeps part
-of the soup that dev cannot rank. For every finished target and seed of a suite run, each rule's weights (``best``,
+of the soup that dev cannot rank; Breiman's one-standard-error rule (``1se``) keeps, of the candidates within one
+standard error (of the best candidate's per-row calibrated dev loss) of the best objective, the one closest to
+uniform weights. For every finished target and seed of a suite run, each rule's weights (``best``,
 the run's own; ``top-k``, the mean weights of the k candidates with the lowest objective; ``shrink-s``,
 ``(1 - s) best + s uniform``) are merged, their head refit as the run does, and scored on dev, validation and
 test beside the uniform soup and ``base-ft``; each rule minus ``best``, ``base-ft`` and the uniform soup with a
@@ -24,6 +26,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from refit_cap import run_fold  # noqa: E402  (the benchmark beside this one)
@@ -43,6 +46,25 @@ def journal_weights(journal: Path) -> list[tuple[float, np.ndarray]]:
     with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
         rows = db.execute("SELECT objective, weights FROM candidates WHERE fidelity >= 1 ORDER BY idx").fetchall()
     return [(objective, np.atleast_2d(np.array(json.loads(weights)))) for objective, weights in rows]
+
+
+def row_losses(logits: np.ndarray, examples) -> np.ndarray:
+    """Each dev row's loss at the temperature that minimises the set's loss (the calibrated loss, row by row)."""
+    from scipy.optimize import minimize_scalar
+
+    shape, encoded = examples.shape, examples.encoded
+    fit = minimize_scalar(lambda log_t: shape.nll(logits / np.exp(log_t), encoded), bounds=(-4.0, 4.0),
+                          method="bounded", options={"xatol": 1e-4})
+    scaled = torch.as_tensor(logits / np.exp(fit.x))
+    return np.array([float(shape.loss(scaled[i:i + 1], encoded.labels[i:i + 1])) for i in range(len(encoded))])
+
+
+def one_standard_error(candidates: list[tuple[float, np.ndarray]], standard_error: float) -> np.ndarray:
+    """Breiman's one-standard-error rule: of the candidates within one standard error of the best objective, the
+    one closest to uniform weights (the most averaging)."""
+    best = min(objective for objective, _ in candidates)
+    near = [weights for objective, weights in candidates if objective <= best + standard_error]
+    return min(near, key=lambda w: float(((w - 1.0 / w.shape[1]) ** 2).sum()))
 
 
 def rule_weights(candidates: list[tuple[float, np.ndarray]], ks: list[int], shrinks: list[float]
@@ -65,10 +87,15 @@ def target_rows(seed_dir: Path, cache: Path, ks: list[int], shrinks: list[float]
     metric = data.target.metric
     splits = {"dev": data.dev, "validation": data.validation, "test": data.test}
     count = len(ingredients.items)
-    rules = rule_weights(journal_weights(seed_dir / "journal.sqlite"), ks, shrinks)
+    candidates = journal_weights(seed_dir / "journal.sqlite")
+    rules = rule_weights(candidates, ks, shrinks)
     models = {BASE_FT: (np.eye(count)[ingredients.names.index(BASE_FT)][None], False),
               "uniform-soup": (uniform_weights(count)[None], True), **{rule: (w, True) for rule, w in rules.items()}}
     scores, stats = {}, {}
+    fold.merge("linear", models["best"][0])
+    dev_losses = row_losses(fold.logits(data.dev), data.dev)
+    standard_error = float(dev_losses.std(ddof=1) / np.sqrt(len(dev_losses)))
+    models["1se"] = (one_standard_error(candidates, standard_error), True)
     for name, (weights, refit) in models.items():
         fold.merge("linear", weights, refit=refit)
         scores[name], stats[name] = {}, {}
@@ -82,9 +109,10 @@ def target_rows(seed_dir: Path, cache: Path, ks: list[int], shrinks: list[float]
     minus = {rule: {against: {split: paired_difference(stats[rule][split], stats[against][split], resamples,
                                                        config.seed)[metric] for split in HELD_OUT}
                     for against in ("best", BASE_FT, "uniform-soup") if against != rule}
-             for rule in rules}
-    largest = {rule: float(np.max(np.mean(models[rule][0], axis=0))) for rule in rules}
-    return {"metric": metric, "scores": scores, "minus": minus, "largest_weight": largest}
+             for rule in [*rules, "1se"]}
+    largest = {rule: float(np.max(np.mean(models[rule][0], axis=0))) for rule in [*rules, "1se"]}
+    return {"metric": metric, "scores": scores, "minus": minus, "largest_weight": largest,
+            "dev_standard_error": standard_error}
 
 
 def main() -> None:
@@ -104,7 +132,7 @@ def main() -> None:
     for target, seed_dir in seed_dirs.items():
         with torch_threads(json.loads((seed_dir / "results.json").read_text())["config"]["runtime"]["threads"]):
             result["targets"][target] = target_rows(seed_dir, args.cache, args.ks, args.shrinks, args.bootstrap)
-    rules = ["best", *(f"top-{k}" for k in args.ks), *(f"shrink-{s:g}" for s in args.shrinks)]
+    rules = ["best", *(f"top-{k}" for k in args.ks), *(f"shrink-{s:g}" for s in args.shrinks), "1se"]
     print("\nmean over targets (validation / test):")
     for rule in rules:
         rows = result["targets"].values()
