@@ -172,6 +172,11 @@ def cost_model(sets: dict[str, TaskSets], configs: dict[str, RunConfig], steps: 
     return {"measured": False, "stages": stages, "per_target": per_target, "total_hours": sum(stages.values())}
 
 
+# a run's timed stages (``timing_seconds``) under the names of the cost model's; a run's "experts" also holds the
+# one multitask expert, and its "evaluate" scores every method on every split and the loss barriers
+MEASURED_STAGE = {"target": "target fine-tunes", "evaluate": "test scoring"}
+
+
 def measured_run(units: Path) -> dict[str, Any] | None:
     """Wall hours per stage and target of the chosen settings' run, from the finished units of
     ``benchmarks/feta_friends.py`` (one target and seed each; a target's hours are the mean over its seeds)."""
@@ -184,7 +189,8 @@ def measured_run(units: Path) -> dict[str, Any] | None:
     for target, seeds in sorted(found.items()):
         for seed, unit in sorted(seeds.items()):
             for stage, value in unit["timing_seconds"].items():
-                stages[stage] = stages.get(stage, 0.0) + value / HOUR / len(seeds)
+                name = MEASURED_STAGE.get(stage, stage)
+                stages[name] = stages.get(name, 0.0) + value / HOUR / len(seeds)
             entry = per_seed.setdefault(str(seed), {"targets": [], "hours": 0.0})
             entry["targets"].append(target)
             entry["hours"] += sum(unit["timing_seconds"].values()) / HOUR
