@@ -31,11 +31,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from refit_cap import run_fold  # noqa: E402  (the benchmark beside this one)
 
-from dfwe.data.metrics import score  # noqa: E402
+from dfwe.data.metrics import metric_stats, score, temperature_fit  # noqa: E402
+from dfwe.data.sets import ExampleSet  # noqa: E402
 from dfwe.eval.baselines import uniform_weights  # noqa: E402
 from dfwe.io import atomic_write_json  # noqa: E402
+from dfwe.merge.fold import DevFold  # noqa: E402
 from dfwe.runtime import torch_threads  # noqa: E402
-from dfwe.stats import paired_difference  # noqa: E402
+from dfwe.stats import MetricStats, paired_difference  # noqa: E402
 from dfwe.train.target import BASE_FT  # noqa: E402
 
 HELD_OUT = ("validation", "test")
@@ -48,15 +50,25 @@ def journal_weights(journal: Path) -> list[tuple[float, np.ndarray]]:
     return [(objective, np.atleast_2d(np.array(json.loads(weights)))) for objective, weights in rows]
 
 
-def row_losses(logits: np.ndarray, examples) -> np.ndarray:
+def row_losses(logits: np.ndarray, examples: ExampleSet) -> np.ndarray:
     """Each dev row's loss at the temperature that minimises the set's loss (the calibrated loss, row by row)."""
-    from scipy.optimize import minimize_scalar
-
-    shape, encoded = examples.shape, examples.encoded
-    fit = minimize_scalar(lambda log_t: shape.nll(logits / np.exp(log_t), encoded), bounds=(-4.0, 4.0),
-                          method="bounded", options={"xatol": 1e-4})
-    scaled = torch.as_tensor(logits / np.exp(fit.x))
+    temperature, _ = temperature_fit(logits, examples)
+    shape, encoded, scaled = examples.shape, examples.encoded, torch.as_tensor(logits / temperature)
     return np.array([float(shape.loss(scaled[i:i + 1], encoded.labels[i:i + 1])) for i in range(len(encoded))])
+
+
+def score_merge(fold: DevFold, weights: np.ndarray, refit: bool, splits: dict[str, ExampleSet], metric: str
+                ) -> tuple[dict[str, float], dict[str, MetricStats], np.ndarray]:
+    """Merge ``weights`` (refitting the head if ``refit``) and score it: the headline metric and per-example
+    statistics per split, and the dev logits."""
+    fold.merge("linear", weights, refit=refit)
+    scores, stats, dev_logits = {}, {}, None
+    for split, examples in splits.items():
+        logits = fold.logits(examples)
+        stats[split] = metric_stats(logits, examples)
+        scores[split] = score(logits, examples, stats[split])[metric]
+        dev_logits = logits if split == "dev" else dev_logits
+    return scores, stats, dev_logits
 
 
 def one_standard_error(candidates: list[tuple[float, np.ndarray]], standard_error: float) -> np.ndarray:
@@ -91,21 +103,16 @@ def target_rows(seed_dir: Path, cache: Path, ks: list[int], shrinks: list[float]
     rules = rule_weights(candidates, ks, shrinks)
     models = {BASE_FT: (np.eye(count)[ingredients.names.index(BASE_FT)][None], False),
               "uniform-soup": (uniform_weights(count)[None], True), **{rule: (w, True) for rule, w in rules.items()}}
-    scores, stats = {}, {}
-    fold.merge("linear", models["best"][0])
-    dev_losses = row_losses(fold.logits(data.dev), data.dev)
+    scored = {name: score_merge(fold, weights, refit, splits, metric) for name, (weights, refit) in models.items()}
+    # the one-standard-error margin: the standard error of the best candidate's per-row calibrated dev loss
+    dev_losses = row_losses(scored["best"][2], data.dev)
     standard_error = float(dev_losses.std(ddof=1) / np.sqrt(len(dev_losses)))
     models["1se"] = (one_standard_error(candidates, standard_error), True)
-    for name, (weights, refit) in models.items():
-        fold.merge("linear", weights, refit=refit)
-        scores[name], stats[name] = {}, {}
-        for split, examples in splits.items():
-            logits = fold.logits(examples)
-            decoded = examples.shape.decode(logits, examples.encoded, examples.examples, examples.task)
-            stats[name][split] = examples.shape.metric_stats(decoded, examples.examples, examples.task)
-            scores[name][split] = score(logits, examples, stats[name][split])[metric]
+    scored["1se"] = score_merge(fold, *models["1se"], splits, metric)
+    scores, stats = {name: s[0] for name, s in scored.items()}, {name: s[1] for name, s in scored.items()}
+    for name, split_scores in scores.items():
         print(f"{data.target.name:26s} seed {config.seed} {name:13s} "
-              + "  ".join(f"{split} {value:.4f}" for split, value in scores[name].items()), flush=True)
+              + "  ".join(f"{split} {value:.4f}" for split, value in split_scores.items()), flush=True)
     minus = {rule: {against: {split: paired_difference(stats[rule][split], stats[against][split], resamples,
                                                        config.seed)[metric] for split in HELD_OUT}
                     for against in ("best", BASE_FT, "uniform-soup") if against != rule}

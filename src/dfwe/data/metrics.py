@@ -18,6 +18,16 @@ def metric_stats(logits: np.ndarray, data: ExampleSet) -> MetricStats:
     return shape.metric_stats(shape.decode(logits, data.encoded, data.examples, data.task), data.examples, data.task)
 
 
+def temperature_fit(logits: np.ndarray, data: ExampleSet) -> tuple[float, float]:
+    """The single temperature ``T`` in [e^-4, e^4] that minimises the task loss of ``logits / T``, and that loss."""
+    from scipy.optimize import minimize_scalar
+
+    shape, encoded = data.shape, data.encoded
+    fit = minimize_scalar(lambda log_t: shape.nll(logits / np.exp(log_t), encoded), bounds=(-4.0, 4.0),
+                          method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(fit.x)), float(fit.fun)
+
+
 def calibrated_loss(logits: np.ndarray, data: ExampleSet) -> float:
     """The task loss after the best single temperature: ``min_T loss(logits / T)``.
 
@@ -25,12 +35,8 @@ def calibrated_loss(logits: np.ndarray, data: ExampleSet) -> float:
     whatever its scale, while a collapsed model stays near the loss of a uniform guess. (The plain loss
     prefers a collapsed, near-uniform merge to a sharp but overconfident one.)
     """
-    from scipy.optimize import minimize_scalar
-
-    shape, encoded = data.shape, data.encoded
-    fit = minimize_scalar(lambda log_t: shape.nll(logits / np.exp(log_t), encoded), bounds=(-4.0, 4.0),
-                          method="bounded", options={"xatol": 1e-4})
-    return float(min(fit.fun, shape.nll(logits, encoded)))
+    _, loss = temperature_fit(logits, data)
+    return float(min(loss, data.shape.nll(logits, data.encoded)))
 
 
 def score(logits: np.ndarray, data: ExampleSet, stats: MetricStats | None = None) -> dict[str, float]:
