@@ -61,12 +61,13 @@ def collect_units(run: Path, units: Path, overwrite: bool = False) -> list[Path]
             print(f"skipped {seed_dir}: no predictions.json (run it again with --resume to write them)",
                   file=sys.stderr)
             continue
-        results = json.loads(results_file.read_text())
+        results, saved = json.loads(results_file.read_text()), json.loads(predictions_file.read_text())
         target, seed = seed_dir.parents[1].name, seed_dir.name
         unit = {"target": target, "seed": int(seed), "config": results["config"], "task": results["task"],
                 **{key: results[key] for key in PER_SEED_KEYS},
                 "search_candidate_seconds": candidate_seconds(seed_dir / "journal.sqlite"),
-                "predictions": json.loads(predictions_file.read_text())}
+                # the test split's predictions (the unit schema); the run's validation predictions stay in the run
+                "predictions": {key: saved[key] for key in ("ids", "methods")}}
         path = units / f"seed-{seed}" / f"{target}.json"
         if path.is_file() and not overwrite:
             print(f"kept {path}: it exists (pass --overwrite to replace it with {seed_dir})", file=sys.stderr)

@@ -23,7 +23,7 @@ import numpy as np
 
 from dfwe.io import atomic_write_bytes
 
-CODE_VERSIONS = {"suite": 1, "tiny-base": 1, "expert": 1, "ingredient": 1, "logits": 1, "trunk": 1}
+CODE_VERSIONS = {"suite": 1, "tiny-base": 1, "expert": 1, "ingredient": 1, "logits": 1, "trunk": 1, "run": 1}
 KEY_FILE = "dfwe-key.json"
 
 

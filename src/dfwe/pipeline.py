@@ -16,17 +16,18 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from dfwe.cache import content_key
 from dfwe.config import RunConfig, config_to_dict
 from dfwe.data.prepare import PreparedData, TaskSplits, locate_suite, prepare_data
 from dfwe.data.sets import ExampleSet
 from dfwe.data.shapes import check_metric
 from dfwe.eval.barriers import loss_barriers
 from dfwe.eval.baselines import BEST_SINGLE, DevChoices, choose_on_dev, uniform_weights
-from dfwe.eval.scores import Merge, Scores, score_methods, with_best_single
-from dfwe.io import check_output_dir, output_folder
+from dfwe.eval.scores import HELD_OUT, Merge, Scores, rebuilt_scores, score_methods, with_best_single
+from dfwe.io import check_output_dir, output_folder, read_json
 from dfwe.merge.fold import FoldSpec, HeadRefit, MergeConfig
 from dfwe.report.results import RunStages, run_results
-from dfwe.report.write import write_outputs, write_predictions
+from dfwe.report.write import read_predictions, write_outputs, write_predictions
 from dfwe.runtime import resolve_device, torch_threads
 from dfwe.search.run import search_stage
 from dfwe.stats import MetricStats
@@ -61,7 +62,8 @@ def run(config: RunConfig, out_dir: Path, resume: bool = False, overwrite: bool 
         cache: Path | None = None) -> dict[str, Any]:
     """Run the whole method as ``config`` says and write every artefact into ``out_dir``.
 
-    Inputs are read and checked before ``out_dir`` is touched, so bad input never harms an earlier run.
+    Inputs are read and checked before ``out_dir`` is touched, so bad input never harms an earlier run. A
+    ``resume`` continues an interrupted run from its journal and the cache, and reads a finished one back.
     ``cache`` (default ``out_dir/work``) holds the base, experts, ingredients and logits under content keys,
     so runs that share them (another k, another search, another target) reuse them.
     Returns the results dict that is also written to ``results.json``.
@@ -89,6 +91,10 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
         cache = cache or out / "work"
         with timing("data"):  # the built-in suite is generated into the cache: inside the output
             base, data, depth = inputs or prepare_inputs(config, cache)
+        inputs_key = run_inputs_key(base, data)
+        finished = finished_run(out, inputs_key, data) if resume else None
+        if finished is not None:  # resuming a run that had finished: read it back, score nothing again
+            return finished
         if depth is not None:
             with timing("trunk"):
                 data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
@@ -119,8 +125,31 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
         stages = RunStages(data, experts, ingredients, choices, search, scores, barriers)
         results = run_results(config, stages, dict(timing), str(device))
         write_outputs(out, results, folds[0], ingredients.origin if search.space.method == "task_arithmetic" else None)
-        write_predictions(out, scores.test_ids, scores.test_predictions)
+        write_predictions(out, scores, inputs_key)
     return RunOutput(results, scores)
+
+
+def run_inputs_key(base: BaseModel, data: PreparedData) -> str:
+    """What a run computes from besides its config: the base's bytes, every example set it trains, chooses or
+    scores on (their content digests), and the ids of the held-out examples, in order."""
+    sets = {"train": data.train, "dev": data.dev, "test": data.test, "validation": data.validation,
+            **{f"{name}.{split}": getattr(splits, split) for name, splits in data.sources.items()
+               for split in ("train", "dev")}}
+    present = {name: s for name, s in sets.items() if s is not None}
+    return content_key("run", base=base.digest, sets={name: s.encoded.digest() for name, s in present.items()},
+                       held_out={name: [e.id for e in present[name].examples] for name in HELD_OUT if name in present})
+
+
+def finished_run(out: Path, inputs_key: str, data: PreparedData) -> RunOutput | None:
+    """The output of the run that finished in ``out`` from the same inputs (its config was checked when ``out``
+    was claimed), read back from ``results.json`` and ``predictions.json``; None when ``out`` holds none: an
+    interrupted run, other inputs, or files from a version that did not key them."""
+    saved = read_predictions(out)
+    if saved is None or saved[1] != inputs_key or not (out / "results.json").is_file():
+        return None
+    results = read_json(out / "results.json")
+    held_out = {"test": data.test, **({"validation": data.validation} if data.validation is not None else {})}
+    return RunOutput(results, rebuilt_scores(results["methods"], saved[0], held_out))
 
 
 def prepare_inputs(config: RunConfig, cache: Path) -> tuple[BaseModel, PreparedData, int | None]:

@@ -36,7 +36,8 @@ def suite_run(tmp_path_factory) -> tuple[Path, Path]:
               "model": {"base": str(base)}, "experts": {"train": {"epochs": 1, "batch_size": 8}, "temperature": 2.0},
               "target": {"head": "shared", "train": {"epochs": 1, "batch_size": 8, "linear_probe": True,
                                                      "freeze_head": True}},
-              "merge": {"head": "refit"}, "search": {"budget": 3, "init": "greedy"}, "eval": {"bootstrap": 20}}
+              "merge": {"head": "refit"}, "search": {"budget": 3, "init": "greedy"},
+              "eval": {"bootstrap": 20, "validation": True}}
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     out = root / "out"
     done = dfwe("bench", "--suite", str(suite), "--config", str(root / "config.yaml"), "--seeds", "0",
@@ -118,7 +119,8 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
     table, results = json.loads(table_file.read_text()), json.loads((out / "results.json").read_text())
     assert table["seeds"] == [0]
     for name, target in results["targets"].items():
-        assert table["targets"][name]["paired"] == target["paired"]
+        # units keep the test predictions only: the run's validation intervals stay in the run
+        assert table["targets"][name]["paired"] == {"test": target["paired"]["test"]}
         assert table["targets"][name]["transfer"] == target["transfer"]
         assert table["targets"][name]["summary"] == target["summary"]
     assert table["average"] == results["average"]
@@ -212,3 +214,44 @@ def test_one_multitask_expert_over_every_tasks_few_sample_set_serves_every_targe
     key = json.loads((multitask["emo"].folder / KEY_FILE).read_text())
     assert key["order"] == tasks and sorted(key["tasks"]) == tasks
     assert len(list((tmp_path / "experts").glob(f"{MULTITASK}-*"))) == 1
+
+
+def test_a_resumed_suite_reads_finished_seeds_back_and_scores_again_only_what_changed(suite_run):
+    """``--resume`` of a finished suite scores nothing again: each seed is read back from its ``predictions.json``
+    with every per-example statistic rebuilt, so the pooled intervals (test and validation), the averages and the
+    Codalab files come out as they were. An edited held-out example changes that target's inputs: it alone is
+    scored again. (Last in this module: it edits the suite.)"""
+    suite, out = suite_run
+    seeds = {task: out / "targets" / task / "seeds" / "0" for task in ("emo", "qa", "rc", "rel")}
+
+    def seed_results() -> dict[str, bytes]:  # each holds its run's timings: a seed scored again rewrites them
+        return {task: (folder / "results.json").read_bytes() for task, folder in seeds.items()}
+
+    def resume() -> None:
+        done = dfwe("bench", "--suite", str(suite), "--config", str(out.parent / "config.yaml"), "--seeds", "0",
+                    "--out", str(out), "--resume")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    before, suite_results = seed_results(), json.loads((out / "results.json").read_text())
+    assert set(suite_results["targets"]["emo"]["paired"]) == {"test", "validation"}
+    submission = {p: p.read_bytes() for p in (out / "submission").rglob("*.csv")}
+    outputs = sorted((out / "cache" / "logits").rglob("*"))
+    resume()
+    assert seed_results() == before
+    assert json.loads((out / "results.json").read_text()) == suite_results
+    assert {p: p.read_bytes() for p in (out / "submission").rglob("*.csv")} == submission
+    assert sorted((out / "cache" / "logits").rglob("*")) == outputs
+
+    test_file = suite / "emo" / "test.jsonl"
+    rows = [json.loads(line) for line in test_file.read_text().splitlines()]
+    rows[0]["label"] = next(label for label in ("happy", "sad", "ok") if label != rows[0]["label"])
+    test_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    resume()
+    after = seed_results()
+    assert after["emo"] != before["emo"]
+    assert {task: after[task] for task in ("qa", "rc", "rel")} == {task: before[task] for task in ("qa", "rc", "rel")}
+    emo = json.loads(after["emo"])
+    gold = {row["id"]: row["label"] for row in rows}
+    saved = json.loads((seeds["emo"] / "predictions.json").read_text())
+    assert emo["methods"]["dfwe"]["test"]["accuracy"] == pytest.approx(
+        np.mean([p == gold[i] for i, p in zip(saved["ids"], saved["methods"]["dfwe"])]))

@@ -26,6 +26,7 @@ from dfwe.schema import Frozen
 from dfwe.stats import MetricStats, interval, paired_difference
 
 LOGIT_ENSEMBLE = "logit-ensemble"
+HELD_OUT = ("test", "validation")  # the splits scored for reporting, never for a choice
 
 
 class EvalConfig(Frozen):
@@ -61,14 +62,30 @@ class Merge:
 
 @dataclass(frozen=True)
 class Scores:
-    """Metrics of every method on every split, test intervals, and the per-example test statistics."""
+    """Metrics of every method on every split, test intervals, and per held-out split (test, validation) every
+    method's per-example statistics and decoded predictions."""
 
     metrics: dict[str, dict[str, dict[str, float]]]  # method -> split -> metric -> value
     test_ci: dict[str, dict[str, list[float]]]
-    test_stats: dict[str, MetricStats]
-    validation_stats: dict[str, MetricStats]
-    test_predictions: dict[str, list[Any]]  # method -> one decoded prediction per test example
-    test_ids: list[str]
+    stats: dict[str, dict[str, MetricStats]]  # held-out split -> method -> per-example statistics
+    predictions: dict[str, dict[str, list[Any]]]  # held-out split -> method -> one decoded prediction per example
+    ids: dict[str, list[str]]  # held-out split -> example ids, in the order of the statistics and predictions
+
+    @property
+    def test_stats(self) -> dict[str, MetricStats]:
+        return self.stats["test"]
+
+    @property
+    def validation_stats(self) -> dict[str, MetricStats]:
+        return self.stats.get("validation", {})
+
+    @property
+    def test_predictions(self) -> dict[str, list[Any]]:
+        return self.predictions["test"]
+
+    @property
+    def test_ids(self) -> list[str]:
+        return self.ids["test"]
 
 
 def method_logits(fold: DevFold, ingredient_keys: list[str], names: list[str], merges: Mapping[str, Merge],
@@ -106,22 +123,42 @@ def method_logits(fold: DevFold, ingredient_keys: list[str], names: list[str], m
 def score_methods(fold: DevFold, ingredient_keys: list[str], names: list[str], merges: Mapping[str, Merge],
                   splits: Mapping[str, ExampleSet], cache_dir: Path, head: dict[str, Any], batch_size: int,
                   resamples: int, seed: int) -> Scores:
-    """Score every method on every split; test intervals; keep per-example test and validation statistics."""
+    """Score every method on every split; test intervals; keep the held-out splits' per-example statistics and
+    decoded predictions."""
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     stats: dict[str, dict[str, MetricStats]] = {}
-    predictions: dict[str, list[Any]] = {}
+    predictions: dict[str, dict[str, list[Any]]] = {}
     outputs = method_logits(fold, ingredient_keys, names, merges, splits, cache_dir, head, batch_size)
     for split, data in splits.items():
         for method, logits in outputs[split].items():
             decoded = data.shape.decode(logits, data.encoded, data.examples, data.task)
             per_example = data.shape.metric_stats(decoded, data.examples, data.task)
             metrics.setdefault(method, {})[split] = score(logits, data, per_example)
-            stats.setdefault(split, {})[method] = per_example
-            if split == "test":
-                predictions[method] = decoded
+            if split in HELD_OUT:
+                stats.setdefault(split, {})[method] = per_example
+                predictions.setdefault(split, {})[method] = decoded
     test_ci = {method: interval(m, resamples, seed) if resamples else {} for method, m in stats["test"].items()}
-    return Scores(metrics, test_ci, stats["test"], stats.get("validation", {}), predictions,
-                  [e.id for e in splits["test"].examples])
+    ids = {split: [e.id for e in splits[split].examples] for split in stats}
+    return Scores(metrics, test_ci, stats, predictions, ids)
+
+
+def rebuilt_scores(methods: Mapping[str, Mapping[str, Any]], predictions: Mapping[str, Mapping[str, Any]],
+                   splits: Mapping[str, ExampleSet]) -> Scores:
+    """The :class:`Scores` of a finished run, from its ``results.json`` methods and its ``predictions.json`` (one
+    ``{"ids", "methods"}`` per held-out split): every per-example statistic is rebuilt from the decoded predictions
+    and the examples of ``splits``, which must be the ones the run scored, in its order."""
+    metrics = {method: {split: entry[split] for split in ("dev", *HELD_OUT) if split in entry}
+               for method, entry in methods.items() if method != BEST_SINGLE}
+    test_ci = {method: dict(entry["test_ci"]) for method, entry in methods.items() if method != BEST_SINGLE}
+    stats: dict[str, dict[str, MetricStats]] = {}
+    for split, saved in predictions.items():
+        data = splits[split]
+        if saved["ids"] != [e.id for e in data.examples]:
+            raise ValueError(f"predictions of the {split} split are not for these {split} examples")
+        stats[split] = {method: data.shape.metric_stats(values, data.examples, data.task)
+                        for method, values in saved["methods"].items()}
+    return Scores(metrics, test_ci, stats, {split: dict(saved["methods"]) for split, saved in predictions.items()},
+                  {split: list(saved["ids"]) for split, saved in predictions.items()})
 
 
 def with_best_single(stats: Mapping[str, MetricStats], best: str) -> dict[str, MetricStats]:
@@ -138,5 +175,5 @@ def paired_against(stats: Mapping[str, MetricStats], method: str, resamples: int
             for other in stats if other != method}
 
 
-__all__ = ["LOGIT_ENSEMBLE", "EvalConfig", "Merge", "Scores", "method_logits", "paired_against", "score_methods",
-           "with_best_single"]
+__all__ = ["HELD_OUT", "LOGIT_ENSEMBLE", "EvalConfig", "Merge", "Scores", "method_logits", "paired_against",
+           "rebuilt_scores", "score_methods", "with_best_single"]

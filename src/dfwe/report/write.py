@@ -2,8 +2,8 @@
 ``predictions.json``.
 
 :func:`write_outputs` is the one writer that the pipeline and ``dfwe search`` share; the pipeline also writes every
-method's test predictions with :func:`write_predictions`; the benchmark and the suite write their summary reports
-with :func:`write_bench_report` and :func:`write_suite_report`.
+method's held-out predictions with :func:`write_predictions` (read back by :func:`read_predictions`); the
+benchmark and the suite write their summary reports with :func:`write_bench_report` and :func:`write_suite_report`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dfwe.data.encode import Preprocessing
-from dfwe.io import atomic_write_json, atomic_write_text
+from dfwe.eval.scores import HELD_OUT, Scores
+from dfwe.io import atomic_write_json, atomic_write_text, read_json
 from dfwe.merge.export import export_merge
 from dfwe.merge.fold import DevFold
 from dfwe.report.plots import plot_scores, plot_summary, plot_trace, plot_weights
@@ -39,14 +40,33 @@ def write_outputs(out_dir: Path, results: dict[str, Any], fold: DevFold, base: P
     write_report(out_dir, results)
 
 
-def write_predictions(out_dir: Path, ids: Sequence[str], predictions: Mapping[str, Sequence[Any]]) -> None:
-    """``predictions.json``: every method's decoded prediction for each held-out example, in ``ids`` order.
+def write_predictions(out_dir: Path, scores: Scores, inputs: str) -> None:
+    """``predictions.json``: every method's decoded prediction for each held-out example, in ``ids`` order (the
+    test split at the top level, the validation split under ``validation``), and ``inputs``, the key of what the
+    run was computed from. Written last: a run folder that holds it has finished.
 
     With the task's examples they rebuild every per-example statistic (:meth:`Shape.metric_stats`), so paired
-    intervals pooled over seeds or runs can be computed later, on another machine, without the models.
+    intervals pooled over seeds or runs can be computed later, on another machine, without the models, and a
+    resumed run that finished is read back instead of scored again.
     """
-    atomic_write_json(out_dir / "predictions.json",
-                      {"ids": list(ids), "methods": {m: [_plain(p) for p in values] for m, values in predictions.items()}})
+    def held_out(split: str) -> dict[str, Any]:
+        return {"ids": list(scores.ids[split]),
+                "methods": {m: [_plain(p) for p in values] for m, values in scores.predictions[split].items()}}
+
+    extra = {split: held_out(split) for split in scores.ids if split != "test"}
+    atomic_write_json(out_dir / "predictions.json", {**held_out("test"), **extra, "inputs": inputs})
+
+
+def read_predictions(out_dir: Path) -> tuple[dict[str, dict[str, Any]], str | None] | None:
+    """What :func:`write_predictions` wrote into ``out_dir``, per held-out split, and its ``inputs`` key (None
+    for a file from an earlier version); None if ``out_dir`` holds no such file."""
+    path = out_dir / "predictions.json"
+    if not path.is_file():
+        return None
+    saved = read_json(path)
+    splits = {"test": {"ids": saved["ids"], "methods": saved["methods"]},
+              **{split: saved[split] for split in HELD_OUT if split != "test" and split in saved}}
+    return splits, saved.get("inputs")
 
 
 def _plain(value: Any) -> Any:
