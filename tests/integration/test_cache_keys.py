@@ -126,3 +126,49 @@ def test_runtime_options_enter_no_key_and_a_run_resumes_under_other_ones(tmp_pat
 
     with pytest.raises(BadInput, match=r"differs in search\.budget"):  # the recipe still has to match
         run(config_from_dict({**other, "search": {"budget": 5}}), out, resume=True, cache=cache)
+
+
+def test_a_grid_reuses_each_recipes_fine_tune_and_keeps_the_one_best_on_dev(tmp_path, tiny_base):
+    """Each recipe of ``target.grid`` is cached on its own: a grid whose recipes earlier runs trained trains
+    nothing and keeps the one whose kept epoch is best on dev; adding a recipe trains only that one."""
+    import torch
+
+    from dfwe.pipeline import prepare_inputs
+    from dfwe.stats import LOWER_IS_BETTER
+    from dfwe.train.experts import TRAIN_LOG
+    from dfwe.train.target import fine_tune_ingredients
+
+    suite = _suite(tmp_path / "suite")
+    cache = tmp_path / "cache"
+
+    def base_ft(target: dict):
+        config = config_from_dict({"data": {"data_dir": str(suite), "target": "target", "sources": ["a"], "shots": 3,
+                                            "dev_shots": 2, "max_length": 24},
+                                   "model": {"base": str(tiny_base)}, "target": {"train": {"epochs": 2, "batch_size": 4},
+                                                                                **target}})
+        base, data, _ = prepare_inputs(config, cache)
+        ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, {}, 0, torch.device("cpu"),
+                                            cache / "ingredients", data.prep)
+        return config, ingredients.items[0]
+
+    def trained() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in (cache / "ingredients").glob("base-ft-*")}
+
+    singles = [base_ft({"train": {"epochs": 2, "batch_size": 4, "lr": lr}})[1] for lr in (1e-4, 3e-2)]
+    before = trained()
+    assert len(before) == 2
+    config, chosen = base_ft({"grid": [{"lr": 1e-4}, {"lr": 3e-2}]})
+    assert trained() == before  # both recipes read back, nothing trained or written
+    metric = config.target.train.select_metric
+    values = [json.loads((s.folder / TRAIN_LOG).read_text())["recipe"][metric] for s in singles]
+    best = singles[int(np.argmin(values) if metric in LOWER_IS_BETTER else np.argmax(values))]
+    assert values[0] != values[1] and (chosen.folder, chosen.key) == (best.folder, best.key)
+    assert [entry["recipe"]["lr"] for entry in chosen.recipe["grid"]] == [1e-4, 3e-2]
+    assert chosen.recipe["recipe"] == best.recipe["recipe"] and chosen.recipe[metric] == best.recipe[metric]
+
+    base_ft({"grid": [{"lr": 1e-4}, {"lr": 3e-2}, {"lr": 1e-2}]})
+    new = set(trained()) - set(before)
+    assert len(new) == 1 and set(before) <= set(trained())  # only the added recipe trained
+    _, single = base_ft({"train": {"epochs": 2, "batch_size": 4, "lr": 1e-2}})
+    assert {single.folder.name} == new  # cached under the key a run of that recipe alone has
+    assert {p.name for p in (cache / "ingredients").glob("base-ft-*")} == set(before) | new

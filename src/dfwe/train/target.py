@@ -39,7 +39,7 @@ from dfwe.schema import Frozen
 from dfwe.stats import LOWER_IS_BETTER
 from dfwe.train.base import BaseModel
 from dfwe.train.experts import MULTITASK, TRAIN_LOG, Expert
-from dfwe.train.loop import TrainConfig, fine_tune
+from dfwe.train.loop import TrainConfig, TrainResult, fine_tune
 
 BASE_FT = "base-ft"
 MULTITASK_FT = "multitask-ft"
@@ -147,51 +147,89 @@ def _origin(config: TargetConfig, base: BaseModel, train: ExampleSet, seed: int,
     return folder, key, heads
 
 
+def fine_tune_ingredient(name: str, start: Expert | None, config: TargetConfig, base: BaseModel, train: ExampleSet,
+                         dev: ExampleSet, heads: Mapping[str, Mapping[str, torch.Tensor]], origin_key: str,
+                         seed: int, device: torch.device, cache_dir: Path, prep: Preprocessing) -> Ingredient:
+    """Fine-tune one ingredient with every recipe of the grid; keep the one best on dev by
+    ``target.train.select_metric`` (the first on a tie).
+
+    Each recipe's fine-tune is cached on its own, so a grid reuses what earlier runs trained with any of its
+    recipes: adding a recipe trains only that one. (A grid ingredient cached whole by an earlier version is
+    read back as it is.)
+    """
+    grid = recipes(config)
+    runs = [(recipe, _recipe_parts(start, config, [recipe], base, train, dev, origin_key, seed)) for recipe in grid]
+    if len(grid) > 1:
+        whole = _cached(name, cache_dir, content_key("ingredient", **_recipe_parts(start, config, grid, base, train,
+                                                                                  dev, origin_key, seed)))
+        if whole is not None:
+            return whole
+    tried = [_cached(name, cache_dir, content_key("ingredient", **parts))
+             or _train_recipe(name, start, recipe, config, base, train, dev, heads, seed, device, cache_dir, prep, parts)
+             for recipe, parts in runs]
+    if len(tried) == 1:
+        return tried[0]
+    metric = config.train.select_metric
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    values = [sign * _dev_value(ingredient, metric) for ingredient in tried]
+    best = tried[values.index(min(values))]
+    entries = [{k: v for k, v in ingredient.recipe.items() if k != "grid"} for ingredient in tried]
+    return Ingredient(name, best.folder, best.key, {**entries[tried.index(best)], "grid": entries})
+
+
+def _recipe_parts(start: Expert | None, config: TargetConfig, grid: list[TrainConfig], base: BaseModel,
+                  train: ExampleSet, dev: ExampleSet, origin_key: str, seed: int) -> dict[str, Any]:
+    """What an ingredient trained with ``grid`` (one recipe, or a whole grid as earlier versions cached it)
+    is keyed by."""
+    return {"base": base.digest, "start": start.key if start else "base", "origin": origin_key, "seed": seed,
+            "head": config.head, "recipes": [r.model_dump(mode="json", exclude_defaults=True) for r in grid],
+            "train": train.encoded.digest(), "dev": dev.encoded.digest(), **train.encoded.trunk_parts()}
+
+
+def _cached(name: str, cache_dir: Path, key: str) -> Ingredient | None:
+    folder = cache_dir / f"{folder_name(name)}-{key}"
+    if not (folder / TRAIN_LOG).is_file():
+        return None
+    return Ingredient(name, folder, key, json.loads((folder / TRAIN_LOG).read_text())["recipe"])
+
+
+def _dev_value(ingredient: Ingredient, metric: str) -> float:
+    """The ingredient's dev score by ``metric`` at its kept epoch, from its training log."""
+    log = json.loads((ingredient.folder / TRAIN_LOG).read_text())
+    dev = TrainResult(log["kept_epoch"], log["history"]).dev
+    return _selection_value(dev, metric) if dev else float(ingredient.recipe[metric])
+
+
 def _selection_value(result_dev: Mapping[str, Mapping[str, float]], metric: str) -> float:
     return float(sum(scores[metric] for scores in result_dev.values()) / len(result_dev))
 
 
-def fine_tune_ingredient(name: str, start: Expert | None, config: TargetConfig, base: BaseModel, train: ExampleSet,
-                         dev: ExampleSet, heads: Mapping[str, Mapping[str, torch.Tensor]], origin_key: str,
-                         seed: int, device: torch.device, cache_dir: Path, prep: Preprocessing) -> Ingredient:
-    """Fine-tune one ingredient with every recipe of the grid; keep the one best on dev (cached)."""
+def _train_recipe(name: str, start: Expert | None, recipe: TrainConfig, config: TargetConfig, base: BaseModel,
+                  train: ExampleSet, dev: ExampleSet, heads: Mapping[str, Mapping[str, torch.Tensor]], seed: int,
+                  device: torch.device, cache_dir: Path, prep: Preprocessing, parts: dict[str, Any]) -> Ingredient:
+    """Fine-tune one ingredient with one recipe, keep its best epoch on dev, and cache it under ``parts``."""
     task = train.task
-    grid = recipes(config)
-    parts = {"base": base.digest, "start": start.key if start else "base", "origin": origin_key, "seed": seed,
-             "head": config.head, "recipes": [r.model_dump(mode="json", exclude_defaults=True) for r in grid],
-             "train": train.encoded.digest(), "dev": dev.encoded.digest(), **train.encoded.trunk_parts()}
+    began = time.perf_counter()
+    torch.manual_seed(seed)
+    model = new_model(base.folder, task.shape, task.labels, base.pooling,
+                      body_from=start.folder if start else None).to(device)
+    use_probe = config.head == "shared" and recipe.linear_probe
+    model.head.load_state_dict(heads["probe" if use_probe else "random"])
+    run_recipe = recipe.model_copy(update={"linear_probe": False}) if config.head == "shared" else recipe
+    # (shared heads: the shared probe is the start; never refit on this body's features)
+    result = fine_tune({task.name: model}, {task.name: train}, {task.name: dev}, run_recipe, seed,
+                       desc=f"target {name} (lr {recipe.lr:g})")
+    metric = config.train.select_metric
+    entry = {"recipe": recipe.model_dump(mode="json", exclude_defaults=True), "kept_epoch": result.kept_epoch,
+             metric: _selection_value(result.dev, metric)}
     key = content_key("ingredient", **parts)
     folder = cache_dir / f"{folder_name(name)}-{key}"
-    if (folder / TRAIN_LOG).is_file():
-        return Ingredient(name, folder, key, json.loads((folder / TRAIN_LOG).read_text())["recipe"])
-    began = time.perf_counter()
-    best: tuple[float, int, Any, Any] | None = None
-    tried = []
-    for index, recipe in enumerate(grid):
-        torch.manual_seed(seed)
-        model = new_model(base.folder, task.shape, task.labels, base.pooling,
-                          body_from=start.folder if start else None).to(device)
-        use_probe = config.head == "shared" and recipe.linear_probe
-        model.head.load_state_dict(heads["probe" if use_probe else "random"])
-        if config.head == "shared":  # the shared probe is the start; never refit on this body's features
-            recipe = recipe.model_copy(update={"linear_probe": False})
-        result = fine_tune({task.name: model}, {task.name: train}, {task.name: dev}, recipe, seed,
-                           desc=f"target {name} ({index + 1}/{len(grid)})")
-        value = _selection_value(result.dev, config.train.select_metric)
-        tried.append({"recipe": grid[index].model_dump(mode="json", exclude_defaults=True),
-                      "kept_epoch": result.kept_epoch, config.train.select_metric: value})
-        sign = 1 if config.train.select_metric in LOWER_IS_BETTER else -1
-        if best is None or sign * value < sign * best[0]:
-            best = (value, index, result, {n: t.detach().cpu().clone() for n, t in model.state_dict().items()})
-    value, index, result, state = best  # type: ignore[misc]
-    model.load_state_dict(state)
-    chosen = {**tried[index], "grid": tried}
     with atomic_dir(folder) as tmp:
         save_model(model.cpu(), base.tokenizer, tmp, prep, task, {"ingredient": name})
         write_key(tmp, "ingredient", key, **parts)
-        (tmp / TRAIN_LOG).write_text(json.dumps({"recipe": chosen, "kept_epoch": result.kept_epoch,
+        (tmp / TRAIN_LOG).write_text(json.dumps({"recipe": {**entry, "grid": [entry]}, "kept_epoch": result.kept_epoch,
                                                  "history": result.history, "seconds": time.perf_counter() - began}))
-    return Ingredient(name, folder, key, chosen)
+    return Ingredient(name, folder, key, {**entry, "grid": [entry]})
 
 
 def fine_tune_ingredients(config: TargetConfig, base: BaseModel, train: ExampleSet, dev: ExampleSet,
