@@ -215,8 +215,8 @@ def _train_recipe(name: str, start: Expert | None, recipe: TrainConfig, config: 
                       body_from=start.folder if start else None).to(device)
     use_probe = config.head == "shared" and recipe.linear_probe
     model.head.load_state_dict(heads["probe" if use_probe else "random"])
+    # shared heads: the shared probe is the start; never refit on this body's features
     run_recipe = recipe.model_copy(update={"linear_probe": False}) if config.head == "shared" else recipe
-    # (shared heads: the shared probe is the start; never refit on this body's features)
     result = fine_tune({task.name: model}, {task.name: train}, {task.name: dev}, run_recipe, seed,
                        desc=f"target {name} (lr {recipe.lr:g})")
     metric = config.train.select_metric
