@@ -61,24 +61,36 @@ def target_rows(config, cache: Path, ingredients_wanted: list[str], cs: list[flo
     return {"metric": metric, "ingredients": rows}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def suite_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every seed-0-style FETA diagnostic here shares: suite, cache, seed, targets, --set, --json."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--targets", nargs="+", required=True)
-    parser.add_argument("--ingredients", nargs="+", default=[BASE_FT])
-    parser.add_argument("--cs", type=float, nargs="+", default=[1.0, 10.0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    return parser
+
+
+def target_configs(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The suite config (``--set``, the seed, validation on) per target of ``--targets``, and the overrides."""
     overrides = {**parse_overrides(args.set), "seed": args.seed, "eval.validation": True}
     config = load_config(feta_config_path(), overrides)
     tasks = suite_tasks(args.suite)
+    return {target: suite_target_config(config, args.suite, target, [t for t in tasks if t != target])
+            for target in args.targets}, overrides
+
+
+def main() -> None:
+    parser = suite_parser(__doc__.splitlines()[0])
+    parser.add_argument("--ingredients", nargs="+", default=[BASE_FT])
+    parser.add_argument("--cs", type=float, nargs="+", default=[1.0, 10.0])
+    args = parser.parse_args()
+    configs, overrides = target_configs(args)
     result = {"seed": args.seed, "settings": {k: str(v) for k, v in overrides.items()}, "targets": {}}
-    with torch_threads(config.runtime.threads):
-        for target in args.targets:
-            target_config = suite_target_config(config, args.suite, target, [t for t in tasks if t != target])
+    with torch_threads(next(iter(configs.values())).runtime.threads):
+        for target, target_config in configs.items():
             result["targets"][target] = target_rows(target_config, args.cache, args.ingredients, args.cs)
     if args.json:
         atomic_write_json(args.json, result)

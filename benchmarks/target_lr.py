@@ -15,7 +15,6 @@ nothing.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -25,9 +24,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dfwe.bench import suite_target_config, suite_tasks  # noqa: E402
-from dfwe.cli import parse_overrides  # noqa: E402
-from dfwe.config import RunConfig, feta_config_path, load_config  # noqa: E402
+from refit_single import suite_parser, target_configs  # noqa: E402  (the diagnostic beside this one)
+
+from dfwe.config import RunConfig  # noqa: E402
 from dfwe.data.metrics import score  # noqa: E402
 from dfwe.io import atomic_write_json  # noqa: E402
 from dfwe.merge.fold import FoldSpec  # noqa: E402
@@ -73,22 +72,13 @@ def print_means(targets: dict[str, Any], lrs: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
-    parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--targets", nargs="+", required=True)
+    parser = suite_parser(__doc__.splitlines()[0])
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 2e-4, 5e-4])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    overrides = {**parse_overrides(args.set), "seed": args.seed, "eval.validation": True}
-    config = load_config(feta_config_path(), overrides)
-    tasks = suite_tasks(args.suite)
+    configs, overrides = target_configs(args)
     result: dict[str, Any] = {"seed": args.seed, "settings": {k: str(v) for k, v in overrides.items()}, "targets": {}}
-    with torch_threads(config.runtime.threads):
-        for target in args.targets:
-            target_config = suite_target_config(config, args.suite, target, [t for t in tasks if t != target])
+    with torch_threads(next(iter(configs.values())).runtime.threads):
+        for target, target_config in configs.items():
             result["targets"][target] = base_ft_rows(target_config, args.cache, args.lrs)
             if args.json:  # after every target: a partial run is readable
                 atomic_write_json(args.json, result)
