@@ -42,8 +42,10 @@ for k in 8 32; do
 done
 # FETA-Friends, seeds 0-2 (issue 20): every finished (target, seed) comes back as a unit, whatever the time left
 for layers in 1 all; do
-    # the config's CPU settings (one trainable layer, experts at lr 5e-4); every layer trains at the experts' 1e-4
-    full=(); [ "$layers" = all ] && full=(--set model.trainable_layers=all --set experts.train.lr=1e-4)
+    # the config's CPU settings (one trainable layer, experts at lr 5e-4, target lr grid {5e-5, 1e-3}); every layer
+    # trains at the experts' 1e-4 and the target's 5e-5 alone (1e-3 is a one-layer trunk's rate)
+    full=(); [ "$layers" = all ] && full=(--set model.trainable_layers=all --set experts.train.lr=1e-4 \
+                                          --set target.grid=null)
     timeout 100 python3 -m dfwe.cli bench --suite "$work/feta_friends" --seeds 0 1 2 --out "$work/feta-$layers" \
         --cache "$work/cache" --set model.base="$work/minilm" --set runtime.device=cuda "${full[@]}" \
         | tee "$OUT/feta-$layers.txt" || true
