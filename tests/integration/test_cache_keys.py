@@ -128,28 +128,34 @@ def test_runtime_options_enter_no_key_and_a_run_resumes_under_other_ones(tmp_pat
         run(config_from_dict({**other, "search": {"budget": 5}}), out, resume=True, cache=cache)
 
 
-def test_a_grid_reuses_each_recipes_fine_tune_and_keeps_the_one_best_on_dev(tmp_path, tiny_base):
-    """Each recipe of ``target.grid`` is cached on its own: a grid whose recipes earlier runs trained trains
-    nothing and keeps the one whose kept epoch is best on dev; adding a recipe trains only that one."""
+def _base_ft(suite: Path, cache: Path, base_folder: Path, target: dict):
+    """The config and the ``base-ft`` ingredient of a run on ``suite`` with these ``target`` settings."""
     import torch
 
     from dfwe.pipeline import prepare_inputs
+    from dfwe.train.target import fine_tune_ingredients
+
+    config = config_from_dict({"data": {"data_dir": str(suite), "target": "target", "sources": ["a"], "shots": 3,
+                                        "dev_shots": 2, "max_length": 24},
+                               "model": {"base": str(base_folder)},
+                               "target": {"train": {"epochs": 2, "batch_size": 4}, **target}})
+    base, data, _ = prepare_inputs(config, cache)
+    ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, {}, 0, torch.device("cpu"),
+                                        cache / "ingredients", data.prep)
+    return config, ingredients.items[0]
+
+
+def test_a_grid_reuses_each_recipes_fine_tune_and_keeps_the_one_best_on_dev(tmp_path, tiny_base):
+    """Each recipe of ``target.grid`` is cached on its own: a grid whose recipes earlier runs trained trains
+    nothing and keeps the one whose kept epoch is best on dev; adding a recipe trains only that one."""
     from dfwe.stats import LOWER_IS_BETTER
     from dfwe.train.experts import TRAIN_LOG
-    from dfwe.train.target import fine_tune_ingredients
 
     suite = _suite(tmp_path / "suite")
     cache = tmp_path / "cache"
 
     def base_ft(target: dict):
-        config = config_from_dict({"data": {"data_dir": str(suite), "target": "target", "sources": ["a"], "shots": 3,
-                                            "dev_shots": 2, "max_length": 24},
-                                   "model": {"base": str(tiny_base)}, "target": {"train": {"epochs": 2, "batch_size": 4},
-                                                                                **target}})
-        base, data, _ = prepare_inputs(config, cache)
-        ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, {}, 0, torch.device("cpu"),
-                                            cache / "ingredients", data.prep)
-        return config, ingredients.items[0]
+        return _base_ft(suite, cache, tiny_base, target)
 
     def trained() -> dict[str, int]:
         return {p.name: p.stat().st_mtime_ns for p in (cache / "ingredients").glob("base-ft-*")}
@@ -172,3 +178,18 @@ def test_a_grid_reuses_each_recipes_fine_tune_and_keeps_the_one_best_on_dev(tmp_
     _, single = base_ft({"train": {"epochs": 2, "batch_size": 4, "lr": 1e-2}})
     assert {single.folder.name} == new  # cached under the key a run of that recipe alone has
     assert {p.name for p in (cache / "ingredients").glob("base-ft-*")} == set(before) | new
+
+
+def test_a_targets_pooling_keys_its_ingredients_and_base_keeps_the_keys_it_had(tmp_path, tiny_base):
+    """``target.pooling`` names the pooling of the target's ingredients, per target: another target's entry, or
+    ``base``, leaves the ingredient (and its key) as it was; ``first_segment`` for this target trains a new one
+    whose saved config reads its pair's first segment."""
+    suite = _suite(tmp_path / "suite")
+    cache = tmp_path / "cache"
+    _, default = _base_ft(suite, cache, tiny_base, {})
+    _, same = _base_ft(suite, cache, tiny_base, {"pooling": {"default": "base", "other": "first_segment"}})
+    assert (same.folder, same.key) == (default.folder, default.key)
+    _, segment = _base_ft(suite, cache, tiny_base, {"pooling": {"target": "first_segment"}})
+    assert segment.key != default.key
+    saved = {i.key: json.loads((i.folder / "config.json").read_text())["pooling"] for i in (default, segment)}
+    assert saved == {default.key: "mean", segment.key: "first_segment"}

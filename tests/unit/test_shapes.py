@@ -436,3 +436,16 @@ def test_multilabel_probe_is_one_logistic_regression_per_label_as_sklearn_fits_t
         reference = LogisticRegression(C=0.5, max_iter=10000, tol=1e-10).fit(features, labels[:, j])
         np.testing.assert_allclose(model.head.weight.detach().numpy()[j], reference.coef_[0], atol=2e-3)
         np.testing.assert_allclose(model.head.bias.detach().numpy()[j], reference.intercept_[0], atol=2e-3)
+
+
+def test_first_segment_pooling_is_the_mean_over_the_first_segments_tokens():
+    """The first segment's real tokens alone (padding has token type 0 too); with no segments marked, the mean."""
+    from dfwe.modeling import pool
+
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [10.0, 20.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    types = torch.tensor([[0, 0, 1, 0]])
+    assert torch.allclose(pool(hidden, mask, "first_segment", token_type_ids=types), torch.tensor([[2.0, 3.0]]))
+    unmarked = pool(hidden, mask, "first_segment", token_type_ids=torch.zeros_like(types))
+    assert torch.allclose(unmarked, torch.tensor([[14 / 3, 26 / 3]]))
+    assert torch.allclose(unmarked, pool(hidden, mask, "mean"))

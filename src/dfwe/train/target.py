@@ -35,11 +35,14 @@ from dfwe.data.encode import Preprocessing
 from dfwe.data.sets import ExampleSet
 from dfwe.forward import fit_head
 from dfwe.io import atomic_dir
+from dfwe.modeling import POOLINGS
 from dfwe.schema import Frozen
 from dfwe.stats import LOWER_IS_BETTER
 from dfwe.train.base import BaseModel
 from dfwe.train.experts import MULTITASK, TRAIN_LOG, Expert
 from dfwe.train.loop import TrainConfig, TrainResult, fine_tune
+
+TargetPooling = Literal[("base", *POOLINGS)]  # type: ignore[valid-type]
 
 BASE_FT = "base-ft"
 MULTITASK_FT = "multitask-ft"
@@ -57,6 +60,16 @@ class TargetConfig(Frozen):
     # "own": each ingredient fits its own probe (with train.linear_probe), so heads differ between them.
     head: Literal["shared", "own"] = "own"
     include_base: bool = True
+    # How the target's head reads the body: "base" (the base's own pooling) or one of dfwe.modeling.POOLINGS,
+    # for every target or per target ({default: base, relation_extraction: first_segment}); the base's
+    # normalisation is kept. Experts keep the base's pooling, so a source's expert is the same for every target.
+    pooling: TargetPooling | dict[str, TargetPooling] = "base"
+
+    def pooling_of(self, task: str, base: tuple[str, bool]) -> tuple[str, bool]:
+        """``(pooling, normalize)`` of ``task``'s ingredients, given the base's own."""
+        name = self.pooling.get(task, self.pooling.get("default", "base")) if isinstance(self.pooling, dict) \
+            else self.pooling
+        return base if name == "base" else (name, base[1])
 
     @field_validator("grid")
     @classmethod
@@ -127,14 +140,15 @@ def _origin(config: TargetConfig, base: BaseModel, train: ExampleSet, seed: int,
             prep: Preprocessing) -> tuple[Path, str, dict[str, dict[str, torch.Tensor]]]:
     """The origin folder, its key, and the starting heads: ``random`` (seeded) and, for ``shared``, ``probe``."""
     task = train.task
-    parts = {"base": base.digest, "pooling": list(base.pooling), "seed": seed, "head": config.head,
+    pooling = config.pooling_of(task.name, base.pooling)
+    parts = {"base": base.digest, "pooling": list(pooling), "seed": seed, "head": config.head,
              "probe_c": config.train.probe_c, "shape": task.shape, "labels": list(task.labels),
              "train": train.encoded.digest() if config.head == "shared" else None, **train.encoded.trunk_parts()}
     if train.shape.probe_revision:
         parts["probe_revision"] = train.shape.probe_revision
     key = content_key("ingredient", role=ORIGIN, **parts)
     torch.manual_seed(seed)
-    model = new_model(base.folder, task.shape, task.labels, base.pooling)
+    model = new_model(base.folder, task.shape, task.labels, pooling)
     heads = {"random": {n: p.detach().clone() for n, p in model.head.named_parameters()}}
     if config.head == "shared":
         fit_head(model, train.shape, train.encoded, config.train.probe_c)
@@ -211,7 +225,7 @@ def _train_recipe(name: str, start: Expert | None, recipe: TrainConfig, config: 
     task = train.task
     began = time.perf_counter()
     torch.manual_seed(seed)
-    model = new_model(base.folder, task.shape, task.labels, base.pooling,
+    model = new_model(base.folder, task.shape, task.labels, config.pooling_of(task.name, base.pooling),
                       body_from=start.folder if start else None).to(device)
     use_probe = config.head == "shared" and recipe.linear_probe
     model.head.load_state_dict(heads["probe" if use_probe else "random"])
