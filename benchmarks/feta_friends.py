@@ -17,7 +17,9 @@ suite's results schema (``targets.<task>`` as ``dfwe bench`` writes it, with ``t
 target has finished; ``average`` over the seeds every target has, and ``average_most_seeds`` over the targets
 that have the most seeds, over those seeds), plus the average over targets of dfwe's paired difference to every
 method, and FETA's challenge score, and prints the tables; ``submission`` writes FETA's Codalab files
-(``seed-<s>/<task>/{baseline_predictions,predictions}.csv``) of every unit.
+(``seed-<s>/<task>/{baseline_predictions,predictions}.csv``) of every unit. Both read one or more unit folders,
+a later folder's unit replacing an earlier one's of the same target and seed: a protocol that changes one
+target keeps that target's units alone in its own folder (``--units feta_friends_v3 feta_friends_v4``).
 """
 
 from __future__ import annotations
@@ -86,12 +88,14 @@ def candidate_seconds(journal: Path) -> list[float] | None:
         return [row[0] for row in db.execute("SELECT seconds FROM candidates ORDER BY idx")]
 
 
-def read_units(units: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """Every unit under ``units``: target -> seed -> unit."""
+def read_units(folders: list[Path]) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every unit under the ``folders``: target -> seed -> unit. A later folder's unit replaces an earlier one's of
+    the same target and seed (a protocol that changes one target keeps only that target's units in its folder)."""
     found: dict[str, dict[int, dict[str, Any]]] = {}
-    for path in sorted(units.glob("seed-*/*.json")):
-        unit = json.loads(path.read_text())
-        found.setdefault(unit["target"], {})[unit["seed"]] = unit
+    for units in folders:
+        for path in sorted(units.glob("seed-*/*.json")):
+            unit = json.loads(path.read_text())
+            found.setdefault(unit["target"], {})[unit["seed"]] = unit
     return found
 
 
@@ -180,15 +184,16 @@ def challenge_scores(average: dict[str, Any]) -> dict[str, dict]:
     return scores
 
 
-def assemble(units: Path, suite: Path, resamples: int) -> dict[str, Any]:
+def assemble(units: list[Path], suite: Path, resamples: int) -> dict[str, Any]:
     """The suite's table: each target over every seed it has finished, the averages over targets over the seeds
     that every target has finished."""
     found = read_units(units)
+    where = " ".join(map(str, units))
     if not found:
-        raise SystemExit(f"{units}: no units (run `units` first)")
+        raise SystemExit(f"{where}: no units (run `units` first)")
     common = sorted(set.intersection(*(set(seeds) for seeds in found.values())))
     if not common:
-        raise SystemExit(f"{units}: no seed has finished every target")
+        raise SystemExit(f"{where}: no seed has finished every target")
     targets, stats, target_stats = {}, {}, {}
     for target, seeds in sorted(found.items()):
         chosen = sorted(seeds)
@@ -199,7 +204,7 @@ def assemble(units: Path, suite: Path, resamples: int) -> dict[str, Any]:
     table = {"suite": str(suite), "seeds": common, "targets": targets, "average": average,
              "average_paired": average_differences(stats, metrics, resamples, common[0]),
              "challenge": challenge_scores(average),
-             "units": {t: sorted(seeds) for t, seeds in found.items()}}
+             "units": {t: sorted(seeds) for t, seeds in found.items()}, "unit_folders": [str(u) for u in units]}
     most = max((sorted(seeds) for seeds in found.values()), key=len)
     if most != common:  # a partial later seed: also average the targets that have it, over all their seeds
         subset = [t for t, seeds in found.items() if set(most) <= set(seeds)]
@@ -212,7 +217,7 @@ def assemble(units: Path, suite: Path, resamples: int) -> dict[str, Any]:
     return table
 
 
-def write_submissions(units: Path, suite: Path, out: Path) -> list[Path]:
+def write_submissions(units: list[Path], suite: Path, out: Path) -> list[Path]:
     """FETA's Codalab files of every unit (base-ft and dfwe), as ``dfwe bench --suite`` writes them."""
     written = []
     for target, seeds in sorted(read_units(units).items()):
@@ -317,12 +322,13 @@ def main() -> None:
     units.add_argument("--units", type=Path, required=True)
     units.add_argument("--overwrite", action="store_true", help="replace units that already exist")
     table = commands.add_parser("table", help="assemble the suite's table from the units")
-    table.add_argument("--units", type=Path, required=True)
+    table.add_argument("--units", type=Path, nargs="+", required=True,
+                       help="unit folders; a later folder's unit of a target and seed replaces an earlier one's")
     table.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
     table.add_argument("--json", type=Path, required=True)
     table.add_argument("--bootstrap", type=int, default=1000)
     submission = commands.add_parser("submission", help="write FETA's Codalab files of every unit")
-    submission.add_argument("--units", type=Path, required=True)
+    submission.add_argument("--units", type=Path, nargs="+", required=True)
     submission.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
     submission.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

@@ -133,13 +133,14 @@ def print_tables(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", type=Path, required=True, help="the suite folder the variants vary")
+    parser.add_argument("--reference", type=Path, action="append", required=True,
+                        help="the suite folder the variants vary (given again adds a folder: another seed or target)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FOLDER",
                         help="a suite folder run with the reference's cache and other merge or search settings "
                              "(a name given again adds a folder: one per target)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    runs = {"reference": [args.reference]}
+    runs = {"reference": list(args.reference)}
     for spec in args.variant:
         name, sep, folder = spec.partition("=")
         if not sep or name == "reference":

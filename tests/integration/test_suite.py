@@ -157,6 +157,18 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
         results["targets"]["emo"]["summary"]["dfwe"]["test"][results["targets"]["emo"]["task"]["metric"]]["mean"])
     (units / "seed-1" / "emo.json").unlink()
     (units / "seed-1").rmdir()
+    # a later unit folder replaces that target and seed alone (here a rel unit whose timings are marked)
+    marked = json.loads((units / "seed-0" / "rel.json").read_text()) | {"timing_seconds": {"search": 12345.0}}
+    (tmp_path / "later" / "seed-0").mkdir(parents=True)
+    (tmp_path / "later" / "seed-0" / "rel.json").write_text(json.dumps(marked))
+    layered = subprocess.run([sys.executable, str(script), "table", "--units", str(units), str(tmp_path / "later"),
+                              "--suite", str(suite), "--json", str(table_file), "--bootstrap", "20"],
+                             capture_output=True, text=True)
+    assert layered.returncode == 0, layered.stderr
+    replaced = json.loads(table_file.read_text())
+    assert replaced["targets"]["rel"]["seeds"]["0"]["timing_seconds"] == {"search": 12345.0}
+    assert replaced["targets"]["emo"]["seeds"] == table["targets"]["emo"]["seeds"]
+    assert replaced["average"] == table["average"] and replaced["unit_folders"] == [str(units), str(tmp_path / "later")]
     # the Codalab files rebuilt from the units are the run's own, byte for byte
     rebuilt = tmp_path / "submission"
     written = subprocess.run([sys.executable, str(script), "submission", "--units", str(units), "--suite", str(suite),
