@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from dfwe.config import load_config  # noqa: E402
+from dfwe.data.prepare import TaskSplits  # noqa: E402
 from dfwe.data.sets import ExampleSet  # noqa: E402
 from dfwe.eval.baselines import BEST_SINGLE  # noqa: E402
 from dfwe.eval.scores import Merge, method_logits  # noqa: E402
@@ -35,7 +36,6 @@ from dfwe.pipeline import fold_specs, head_rule, prepare_inputs  # noqa: E402
 from dfwe.runtime import resolve_device, torch_threads  # noqa: E402
 from dfwe.stats import MetricStats, paired_difference  # noqa: E402
 from dfwe.train.experts import train_experts  # noqa: E402
-from dfwe.data.prepare import TaskSplits  # noqa: E402
 from dfwe.train.target import fine_tune_ingredients  # noqa: E402
 from dfwe.train.trunk import attach_trunk  # noqa: E402
 
