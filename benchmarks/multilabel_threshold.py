@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from dfwe.config import load_config  # noqa: E402
+from dfwe.data.metrics import metric_stats  # noqa: E402
 from dfwe.data.prepare import TaskSplits  # noqa: E402
 from dfwe.data.sets import ExampleSet  # noqa: E402
 from dfwe.eval.baselines import BEST_SINGLE  # noqa: E402
@@ -45,10 +46,7 @@ COMPARED = ("base-ft", "uniform-soup")
 
 def stats_at(logits: np.ndarray, data: ExampleSet, threshold: float) -> MetricStats:
     """Per-example micro-F1 statistics when every label above ``threshold`` (a probability) is predicted."""
-    shifted = logits - np.log(threshold / (1 - threshold))  # the shape's rule is "logit > 0"
-    shape = data.shape
-    return shape.metric_stats(shape.decode(shifted, data.encoded, data.examples, data.task), data.examples,
-                              data.task)
+    return metric_stats(logits - np.log(threshold / (1 - threshold)), data)  # the shape's rule is "logit > 0"
 
 
 def fitted_threshold(logits: np.ndarray, data: ExampleSet, metric: str) -> float:
