@@ -28,17 +28,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from dfwe.config import load_config  # noqa: E402
 from dfwe.data.metrics import metric_stats  # noqa: E402
-from dfwe.data.prepare import TaskSplits  # noqa: E402
 from dfwe.data.sets import ExampleSet  # noqa: E402
 from dfwe.eval.baselines import BEST_SINGLE  # noqa: E402
 from dfwe.eval.scores import Merge, method_logits  # noqa: E402
 from dfwe.io import atomic_write_json  # noqa: E402
-from dfwe.pipeline import fold_specs, head_rule, prepare_inputs  # noqa: E402
-from dfwe.runtime import resolve_device, torch_threads  # noqa: E402
+from dfwe.pipeline import head_rule, trained_stages  # noqa: E402
+from dfwe.runtime import torch_threads  # noqa: E402
 from dfwe.stats import MetricStats, paired_difference  # noqa: E402
-from dfwe.train.experts import train_experts  # noqa: E402
-from dfwe.train.target import fine_tune_ingredients  # noqa: E402
-from dfwe.train.trunk import attach_trunk  # noqa: E402
 
 THRESHOLDS = tuple(round(p, 2) for p in np.arange(0.05, 0.501, 0.05))  # probabilities; 0.5 is the current rule
 COMPARED = ("base-ft", "uniform-soup")
@@ -58,17 +54,9 @@ def fitted_threshold(logits: np.ndarray, data: ExampleSet, metric: str) -> float
 
 def run_outputs(seed_dir: Path, cache: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, ExampleSet], dict]:
     """Every method's logits per split of the finished run in ``seed_dir``, from the cache it ran with."""
-    config = load_config(seed_dir / "config.yaml")
+    stages = trained_stages(load_config(seed_dir / "config.yaml"), cache)
     results = json.loads((seed_dir / "results.json").read_text())
-    device = resolve_device("cpu")
-    base, data, depth = prepare_inputs(config, cache)
-    if depth is not None:
-        data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
-    experts = train_experts(config.experts, base, data.sources, config.experts.resolved_seed(config.seed), device,
-                            cache / "experts", TaskSplits(data.train, data.dev, data.prep))
-    ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, experts, config.seed, device,
-                                        cache / "ingredients", data.prep)
-    fold = fold_specs(config, data, ingredients, None, depth)[0].build()
+    config, data, ingredients, fold = stages.config, stages.data, stages.ingredients, stages.dev_fold()
     methods = results["methods"]
     merges = {"uniform-soup": Merge(np.asarray(methods["uniform-soup"]["weights"])),
               "greedy-soup": Merge(np.asarray(methods["greedy-soup"]["weights"])),

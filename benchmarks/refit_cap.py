@@ -21,17 +21,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from dfwe.config import RunConfig, config_from_dict  # noqa: E402
+from dfwe.config import config_from_dict  # noqa: E402
 from dfwe.data.metrics import score  # noqa: E402
-from dfwe.data.prepare import PreparedData, TaskSplits  # noqa: E402
 from dfwe.eval.baselines import uniform_weights  # noqa: E402
 from dfwe.io import atomic_write_json  # noqa: E402
 from dfwe.merge.fold import DevFold, HeadRefit  # noqa: E402
-from dfwe.pipeline import fold_specs, prepare_inputs  # noqa: E402
-from dfwe.runtime import resolve_device, torch_threads  # noqa: E402
-from dfwe.train.experts import train_experts  # noqa: E402
-from dfwe.train.target import Ingredients, fine_tune_ingredients  # noqa: E402
-from dfwe.train.trunk import attach_trunk  # noqa: E402
+from dfwe.pipeline import trained_stages  # noqa: E402
+from dfwe.runtime import torch_threads  # noqa: E402
 
 
 def refit_once(fold: DevFold, weights: np.ndarray, refit: HeadRefit) -> tuple[float, int]:
@@ -46,22 +42,9 @@ def refit_once(fold: DevFold, weights: np.ndarray, refit: HeadRefit) -> tuple[fl
     return seconds, len(calls)
 
 
-def run_fold(results: dict, cache: Path) -> tuple[RunConfig, PreparedData, Ingredients, DevFold]:
-    """A finished run's config, data, ingredients and live dev fold, every artefact read back from ``cache``
-    (the run's own: nothing is retrained when it is the cache the run used)."""
-    config = config_from_dict(results["config"], origin="the run's results.json")
-    device = resolve_device(config.runtime.device)
-    base, data, depth = prepare_inputs(config, cache)
-    data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
-    experts = train_experts(config.experts, base, data.sources, config.experts.resolved_seed(config.seed), device,
-                            cache / "experts", TaskSplits(data.train, data.dev, data.prep))
-    ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, experts, config.seed, device,
-                                        cache / "ingredients", data.prep)
-    return config, data, ingredients, fold_specs(config, data, ingredients, None, depth)[0].build()
-
-
 def target_rows(results: dict, cache: Path, caps: list[int]) -> dict:
-    config, data, ingredients, fold = run_fold(results, cache)
+    stages = trained_stages(config_from_dict(results["config"], origin="the run's results.json"), cache)
+    config, data, ingredients, fold = stages.config, stages.data, stages.ingredients, stages.dev_fold()
     train = fold.refit.train
     merges = {"uniform-soup": uniform_weights(len(ingredients.items)),
               "dfwe": np.asarray(results["methods"]["dfwe"]["weights"])}

@@ -23,25 +23,17 @@ from dfwe.bench import suite_target_config, suite_tasks  # noqa: E402
 from dfwe.cli import parse_overrides  # noqa: E402
 from dfwe.config import feta_config_path, load_config  # noqa: E402
 from dfwe.data.metrics import score  # noqa: E402
-from dfwe.data.prepare import TaskSplits  # noqa: E402
 from dfwe.io import atomic_write_json  # noqa: E402
 from dfwe.merge.fold import FoldSpec, HeadRefit  # noqa: E402
-from dfwe.pipeline import prepare_inputs  # noqa: E402
-from dfwe.runtime import resolve_device, torch_threads  # noqa: E402
-from dfwe.train.experts import train_experts  # noqa: E402
-from dfwe.train.target import BASE_FT, fine_tune_ingredients  # noqa: E402
-from dfwe.train.trunk import attach_trunk  # noqa: E402
+from dfwe.pipeline import trained_stages  # noqa: E402
+from dfwe.runtime import torch_threads  # noqa: E402
+from dfwe.train.target import BASE_FT  # noqa: E402
 
 
 def target_rows(config, cache: Path, ingredients_wanted: list[str], cs: list[float]) -> dict[str, dict]:
     """Every wanted ingredient's headline metric on validation and test, with its own head and refitted at each C."""
-    device = resolve_device(config.runtime.device)
-    base, data, depth = prepare_inputs(config, cache)
-    data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
-    experts = train_experts(config.experts, base, data.sources, config.experts.resolved_seed(config.seed), device,
-                            cache / "experts", TaskSplits(data.train, data.dev, data.prep))
-    ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, experts, config.seed, device,
-                                        cache / "ingredients", data.prep)
+    stages = trained_stages(config, cache)
+    data, depth, ingredients = stages.data, stages.depth, stages.ingredients
     metric = data.target.metric
     rows = {}
     for name, folder in zip(ingredients.names, ingredients.folders):

@@ -12,9 +12,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
+import torch
 
 from dfwe.cache import content_key
 from dfwe.config import RunConfig, config_to_dict
@@ -25,14 +26,14 @@ from dfwe.eval.barriers import loss_barriers
 from dfwe.eval.baselines import BEST_SINGLE, DevChoices, choose_on_dev, uniform_weights
 from dfwe.eval.scores import HELD_OUT, Merge, Scores, rebuilt_scores, score_methods, with_best_single
 from dfwe.io import check_output_dir, output_folder, read_json
-from dfwe.merge.fold import FoldSpec, HeadRefit, MergeConfig
+from dfwe.merge.fold import DevFold, FoldSpec, HeadRefit, MergeConfig
 from dfwe.report.results import RunStages, run_results
 from dfwe.report.write import read_predictions, write_outputs, write_predictions
 from dfwe.runtime import resolve_device, torch_threads
 from dfwe.search.run import search_stage
 from dfwe.stats import MetricStats
 from dfwe.train.base import BaseModel, prepare_base
-from dfwe.train.experts import train_experts
+from dfwe.train.experts import Expert, train_experts
 from dfwe.train.target import Ingredients, fine_tune_ingredients, recipes
 from dfwe.train.trunk import attach_trunk, trunk_depth
 
@@ -98,15 +99,12 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
         if depth is not None:
             with timing("trunk"):
                 data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
-        source_seed = config.experts.resolved_seed(config.seed)
         with timing("experts"):
-            experts = train_experts(config.experts, base, data.sources, source_seed, device, cache / "experts",
-                                    TaskSplits(data.train, data.dev, data.prep))
+            experts = expert_stage(config, base, data, device, cache)
         with timing("target"):
-            ingredients = fine_tune_ingredients(config.target, base, data.train, data.dev, experts, config.seed,
-                                                device, cache / "ingredients", data.prep)
-            swapped = (fine_tune_ingredients(config.target, base, data.dev, data.train, experts, config.seed, device,
-                                             cache / "ingredients", data.prep) if config.search.crossfit else None)
+            ingredients = ingredient_stage(config, base, data, experts, device, cache)
+            swapped = ingredient_stage(config, base, data, experts, device, cache, swap=True) \
+                if config.search.crossfit else None
         with timing("search"):
             specs = fold_specs(config, data, ingredients, swapped, depth)
             folds = [spec.build() for spec in specs]
@@ -168,6 +166,48 @@ def prepare_inputs(config: RunConfig, cache: Path) -> tuple[BaseModel, PreparedD
     for name, splits in data.sources.items():
         check_metric(config.experts.train.select_metric, splits.train.task.shape, "experts.train.select_metric", name)
     return base, data, trunk_depth(config.model.trainable_layers, base)
+
+
+def expert_stage(config: RunConfig, base: BaseModel, data: PreparedData, device: torch.device,
+                 cache: Path) -> dict[str, Expert]:
+    """Every expert of the run (trained, or read back from ``cache``), the multitask one with the target's
+    few-sample sets when the config says so."""
+    return train_experts(config.experts, base, data.sources, config.experts.resolved_seed(config.seed), device,
+                         cache / "experts", TaskSplits(data.train, data.dev, data.prep))
+
+
+def ingredient_stage(config: RunConfig, base: BaseModel, data: PreparedData, experts: Mapping[str, Expert],
+                     device: torch.device, cache: Path, swap: bool = False) -> Ingredients:
+    """The target's ingredients: base and every expert fine-tuned on train and chosen on dev, or with ``swap``
+    (cross-fitting) fine-tuned on dev and chosen on train."""
+    train, dev = (data.dev, data.train) if swap else (data.train, data.dev)
+    return fine_tune_ingredients(config.target, base, train, dev, experts, config.seed, device, cache / "ingredients",
+                                 data.prep)
+
+
+@dataclass(frozen=True)
+class TrainedStages:
+    """A run's stages up to its ingredients, for tools that re-score a finished run from its cache."""
+
+    config: RunConfig
+    data: PreparedData
+    depth: int | None
+    ingredients: Ingredients
+
+    def dev_fold(self) -> DevFold:
+        """The live dev fold the run searched on (ingredients scored on dev, heads refit as the config says)."""
+        return fold_specs(self.config, self.data, self.ingredients, None, self.depth)[0].build()
+
+
+def trained_stages(config: RunConfig, cache: Path) -> TrainedStages:
+    """Data, frozen trunk, experts and ingredients of the run ``config`` describes, read back from ``cache``
+    (the cache the run used: nothing is retrained; another cache trains what it lacks)."""
+    device = resolve_device(config.runtime.device)
+    base, data, depth = prepare_inputs(config, cache)
+    if depth is not None:
+        data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
+    experts = expert_stage(config, base, data, device, cache)
+    return TrainedStages(config, data, depth, ingredient_stage(config, base, data, experts, device, cache))
 
 
 def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients, swapped: Ingredients | None,

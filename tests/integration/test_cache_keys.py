@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import friends_rows, write_task
 
 from dfwe.config import config_from_dict
@@ -193,3 +194,31 @@ def test_a_targets_pooling_keys_its_ingredients_and_base_keeps_the_keys_it_had(t
     assert segment.key != default.key
     saved = {i.key: json.loads((i.folder / "config.json").read_text())["pooling"] for i in (default, segment)}
     assert saved == {default.key: "mean", segment.key: "first_segment"}
+
+
+def test_trained_stages_reads_a_finished_run_back_from_its_cache_and_rebuilds_its_dev_fold(tmp_path, tiny_base):
+    """What the benchmarks re-score a finished run from: the same ingredients, nothing trained or written, and a
+    dev fold whose merges score what the run's did."""
+    from dfwe.data.metrics import score
+    from dfwe.pipeline import trained_stages
+
+    suite = _suite(tmp_path / "suite")
+    config = config_from_dict({"data": {"data_dir": str(suite), "target": "target", "sources": ["a", "b"],
+                                        "shots": 3, "dev_shots": 2, "max_length": 24},
+                               "model": {"base": str(tiny_base)}, "experts": {"train": {"epochs": 1, "batch_size": 8}},
+                               "target": {"train": {"epochs": 1, "batch_size": 4}}, "search": {"budget": 4},
+                               "eval": {"bootstrap": 0, "barriers": False}, "runtime": {"threads": 1}})
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    results = run(config, out, cache=cache)
+    written = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+
+    stages = trained_stages(config, cache)
+    assert dict(zip(stages.ingredients.names, stages.ingredients.keys)) == results["cache_keys"]["ingredients"]
+    fold = stages.dev_fold()
+    metric = results["task"]["metric"]
+    for method in ("uniform-soup", "dfwe"):
+        entry = results["methods"][method]
+        fold.merge(entry.get("method", "linear"), np.atleast_2d(entry["weights"]))
+        assert score(fold.logits(stages.data.dev), stages.data.dev)[metric] == pytest.approx(entry["dev"][metric],
+                                                                                             abs=1e-6)
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == written
