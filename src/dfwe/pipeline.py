@@ -103,8 +103,8 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
             experts = expert_stage(config, base, data, device, cache)
         with timing("target"):
             ingredients = ingredient_stage(config, base, data, experts, device, cache)
-            swapped = ingredient_stage(config, base, data, experts, device, cache, swap=True) \
-                if config.search.crossfit else None
+            swapped = (ingredient_stage(config, base, data, experts, device, cache, swap=True)
+                       if config.search.crossfit else None)
         with timing("search"):
             specs = fold_specs(config, data, ingredients, swapped, depth)
             folds = [spec.build() for spec in specs]
