@@ -29,11 +29,10 @@ from dfwe.cli import parse_overrides  # noqa: E402
 from dfwe.config import feta_config_path, load_config  # noqa: E402
 from dfwe.data.metrics import metric_stats, score  # noqa: E402
 from dfwe.forward import predict_logits  # noqa: E402
-from dfwe.pipeline import prepare_inputs  # noqa: E402
+from dfwe.pipeline import trunk_inputs  # noqa: E402
 from dfwe.runtime import resolve_device  # noqa: E402
 from dfwe.stats import paired_difference  # noqa: E402
 from dfwe.train.target import BASE_FT, TRAIN_LOG, _origin, fine_tune_ingredient  # noqa: E402
-from dfwe.train.trunk import attach_trunk  # noqa: E402
 
 TARGET = "question_answering"
 
@@ -42,9 +41,7 @@ def measure(config, cache: Path) -> tuple[dict, dict]:
     """base-ft of the QA target under ``config``: its dev and validation scores, train windows and seconds; and
     its per-example statistics on both sets."""
     device = resolve_device(config.runtime.device)
-    base, data, depth = prepare_inputs(config, cache)
-    if depth is not None:
-        data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
+    base, data, depth = trunk_inputs(config, cache, device)
     _, origin_key, heads = _origin(config.target, base, data.train, config.seed, cache / "ingredients", data.prep)
     ingredient = fine_tune_ingredient(BASE_FT, None, config.target, base, data.train, data.dev, heads, origin_key,
                                       config.seed, device, cache / "ingredients", data.prep)

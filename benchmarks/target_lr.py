@@ -30,10 +30,9 @@ from dfwe.config import RunConfig  # noqa: E402
 from dfwe.data.metrics import score  # noqa: E402
 from dfwe.io import atomic_write_json  # noqa: E402
 from dfwe.merge.fold import FoldSpec  # noqa: E402
-from dfwe.pipeline import prepare_inputs  # noqa: E402
+from dfwe.pipeline import trunk_inputs  # noqa: E402
 from dfwe.runtime import resolve_device, torch_threads  # noqa: E402
 from dfwe.train.target import fine_tune_ingredients  # noqa: E402
-from dfwe.train.trunk import attach_trunk  # noqa: E402
 
 SPLITS = ("dev", "validation", "test")
 
@@ -41,8 +40,7 @@ SPLITS = ("dev", "validation", "test")
 def base_ft_rows(config: RunConfig, cache: Path, lrs: list[float]) -> dict[str, Any]:
     """``base-ft`` trained at each lr: the epoch kept, seconds, and its scores on dev, validation and test."""
     device = resolve_device(config.runtime.device)
-    base, data, depth = prepare_inputs(config, cache)
-    data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
+    base, data, depth = trunk_inputs(config, cache, device)
     sets = {"dev": data.dev, "validation": data.validation, "test": data.test}
     metric, rows = data.target.metric, {}
     for lr in lrs:

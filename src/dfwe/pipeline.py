@@ -203,11 +203,17 @@ def trained_stages(config: RunConfig, cache: Path) -> TrainedStages:
     """Data, frozen trunk, experts and ingredients of the run ``config`` describes, read back from ``cache``
     (the cache the run used: nothing is retrained; another cache trains what it lacks)."""
     device = resolve_device(config.runtime.device)
+    base, data, depth = trunk_inputs(config, cache, device)
+    experts = expert_stage(config, base, data, device, cache)
+    return TrainedStages(config, data, depth, ingredient_stage(config, base, data, experts, device, cache))
+
+
+def trunk_inputs(config: RunConfig, cache: Path, device: torch.device) -> tuple[BaseModel, PreparedData, int | None]:
+    """:func:`prepare_inputs` with the frozen trunk's states attached to every set (when layers are frozen)."""
     base, data, depth = prepare_inputs(config, cache)
     if depth is not None:
         data = attach_trunk(data, base, depth, config.model.trunk_dtype, cache, device)
-    experts = expert_stage(config, base, data, device, cache)
-    return TrainedStages(config, data, depth, ingredient_stage(config, base, data, experts, device, cache))
+    return base, data, depth
 
 
 def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients, swapped: Ingredients | None,
