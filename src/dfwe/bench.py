@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from dfwe.config import RunConfig, config_from_dict, config_to_dict
-from dfwe.data.tasks import load_tasks
+from dfwe.data.tasks import load_tasks, task_folders
 from dfwe.errors import BadInput
 from dfwe.eval.seeds import average_over_targets, mean_barriers, pooled_paired, summarise, transfer_deltas
 from dfwe.io import atomic_write_json, output_folder
-from dfwe.pipeline import RunOutput, prepare_inputs, run_pipeline
+from dfwe.pipeline import RunOutput, check_task_keys, prepare_inputs, run_pipeline
 from dfwe.report.submission import write_submission
 from dfwe.report.write import write_bench_report, write_suite_report
 from dfwe.runtime import resolve_device
@@ -80,7 +80,7 @@ def suite_tasks(suite: Path) -> list[str]:
     """The task folders of a suite (those holding a train split), sorted."""
     if not suite.is_dir():
         raise BadInput(f"--suite {suite}: folder not found")
-    tasks = sorted(p.name for p in suite.iterdir() if p.is_dir() and any(p.glob("train.jsonl*")))
+    tasks = task_folders(suite)
     if len(tasks) < 2:
         raise BadInput(f"--suite {suite}: needs at least two task folders (each with a train split)")
     return tasks
@@ -102,6 +102,7 @@ def run_suite(config: RunConfig, suite: Path, seeds: list[int], out_dir: Path, t
     unknown = [t for t in [*chosen, *(sources or [])] if t not in tasks]
     if unknown:
         raise BadInput(f"--suite {suite}: no task folder '{unknown[0]}' (tasks: {', '.join(tasks)})")
+    check_task_keys(config, tasks, suite)
     target_configs = {target: suite_target_config(config, suite, target, [t for t in (sources or tasks) if t != target])
                       for target in chosen}
     check_seeds(config, seeds)

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Collection, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ from dfwe.config import RunConfig, config_to_dict
 from dfwe.data.prepare import PreparedData, TaskSplits, locate_suite, prepare_data
 from dfwe.data.sets import ExampleSet
 from dfwe.data.shapes import check_metric
+from dfwe.data.tasks import task_folders
+from dfwe.errors import BadInput
 from dfwe.eval.barriers import loss_barriers
 from dfwe.eval.baselines import BEST_SINGLE, DevChoices, choose_on_dev, uniform_weights
 from dfwe.eval.scores import HELD_OUT, Merge, Scores, rebuilt_scores, score_methods, with_best_single
@@ -155,6 +157,7 @@ def prepare_inputs(config: RunConfig, cache: Path) -> tuple[BaseModel, PreparedD
     and every metric the recipe selects or searches on checked against the shapes of the tasks it scores; and the
     depth of the frozen trunk (None: every layer trains)."""
     suite = locate_suite(config.data, cache, config.seed)
+    check_task_keys(config, task_folders(suite.folder), suite.folder)
     base = prepare_base(config.model, suite, cache, config.seed, config.data.max_length_of(config.data.target))
     data = prepare_data(config.data, suite, base.tokenizer, config.seed, config.experts.resolved_seed(config.seed),
                         config.eval.split, config.eval.validation)
@@ -166,6 +169,18 @@ def prepare_inputs(config: RunConfig, cache: Path) -> tuple[BaseModel, PreparedD
     for name, splits in data.sources.items():
         check_metric(config.experts.train.select_metric, splits.train.task.shape, "experts.train.select_metric", name)
     return base, data, trunk_depth(config.model.trainable_layers, base)
+
+
+def check_task_keys(config: RunConfig, tasks: Collection[str], folder: Path) -> None:
+    """Bad input unless every per-task setting (``{default: ..., <task>: ...}``) names only ``default`` and
+    tasks of ``folder``: a misspelt task would otherwise get the default without a word."""
+    per_task = {"data.max_length": config.data.max_length, "data.fraction": config.data.fraction,
+                "target.pooling": config.target.pooling}
+    for setting, value in per_task.items():
+        unknown = sorted(set(value) - {"default", *tasks}) if isinstance(value, dict) else []
+        if unknown:
+            raise BadInput(f"{setting}: '{unknown[0]}' names no task folder of {folder} ({', '.join(sorted(tasks))});"
+                           " key each value by one of them or by 'default'")
 
 
 def expert_stage(config: RunConfig, base: BaseModel, data: PreparedData, device: torch.device,

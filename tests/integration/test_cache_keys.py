@@ -188,7 +188,7 @@ def test_a_targets_pooling_keys_its_ingredients_and_base_keeps_the_keys_it_had(t
     suite = _suite(tmp_path / "suite")
     cache = tmp_path / "cache"
     _, default = _base_ft(suite, cache, tiny_base, {})
-    _, same = _base_ft(suite, cache, tiny_base, {"pooling": {"default": "base", "other": "first_segment"}})
+    _, same = _base_ft(suite, cache, tiny_base, {"pooling": {"default": "base", "a": "first_segment"}})
     assert (same.folder, same.key) == (default.folder, default.key)
     _, segment = _base_ft(suite, cache, tiny_base, {"pooling": {"target": "first_segment"}})
     assert segment.key != default.key

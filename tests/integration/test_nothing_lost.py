@@ -28,6 +28,9 @@ from dfwe.config import demo_config_path, load_config
 from dfwe.errors import BadInput
 from dfwe.pipeline import run
 
+# the shipped FETA config's per-task values re-keyed by the tiny suite's tasks
+FETA_KEYS_FOR_TINY_SUITE = ("--set", "data.fraction=0.5", "--set", "data.max_length={default: 24, qa: 32}",
+                            "--set", "target.pooling={default: base, rel: first_segment, emo: first_segment}")
 TINY_DEMO = {"data.synthetic.train_size": 300, "data.synthetic.dev_size": 60, "data.synthetic.test_size": 120,
              "model.tiny.pretrain_steps": 20, "experts.train.epochs": 1, "target.train.epochs": 2,
              "target.grid": None, "search.budget": 4, "search.coarse_budget": 2, "eval.bootstrap": 20}
@@ -137,6 +140,9 @@ def _friends_run(tmp_path: Path, base: Path) -> tuple[Path, Path]:
     ("seed=-1", ("seed", "greater than or equal to 0")),
     ("seed=4294967296", ("seed", "less than 4294967296")),
     ("runtime.device=tpu", ("device", "'tpu'")),
+    # a per-task value keyed by a misspelt task would silently fall back to the default
+    ("target.pooling={default: base, sorce: first_segment}", ("target.pooling", "'sorce'", "source, target")),
+    ("data.max_length={default: 24, Target: 32}", ("data.max_length", "'Target'", "'default'")),
 ])
 def test_a_bad_config_value_with_overwrite_changes_nothing(dfwe_here, setting, needles, tmp_path, tiny_base, earlier_run):
     config, _ = _friends_run(tmp_path, tiny_base)
@@ -154,8 +160,21 @@ def test_a_bad_record_in_one_target_of_a_suite_is_refused_before_anything_runs(d
     test.write_text("\n".join(rows) + "\n")
     before = snapshot(earlier_run)
     done = dfwe_here("bench", "--suite", str(suite), "--seeds", "0", "--out", str(earlier_run), "--overwrite",
-                "--set", "model.base=tiny")
+                     "--set", "model.base=tiny", *FETA_KEYS_FOR_TINY_SUITE)
     assert_bad_input(done, f"{test}:{len(rows)}", "nobody-")
+    assert snapshot(earlier_run) == before
+
+
+def test_a_per_task_value_naming_no_task_of_a_suite_is_refused_before_anything_runs(dfwe_here, tmp_path,
+                                                                                    earlier_run):
+    suite = write_tiny_suite(tmp_path / "suite")
+    before = snapshot(earlier_run)
+    done = dfwe_here("bench", "--suite", str(suite), "--seeds", "0", "--out", str(earlier_run), "--overwrite",
+                     "--set", "model.base=tiny")  # the shipped FETA config keys its values by FETA's tasks
+    assert_bad_input(done, "data.max_length", "'character_identification'", str(suite), "emo, qa, rc, rel")
+    done = dfwe_here("bench", "--suite", str(suite), "--seeds", "0", "--out", str(earlier_run), "--overwrite",
+                     "--set", "model.base=tiny", *FETA_KEYS_FOR_TINY_SUITE, "--set", "target.pooling={rel: mean, emotion: cls}")
+    assert_bad_input(done, "target.pooling", "'emotion'")
     assert snapshot(earlier_run) == before
 
 

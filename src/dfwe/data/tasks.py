@@ -166,6 +166,11 @@ def load_task(path: Path, context_turns: int = 3, name: str | None = None) -> Ta
                 metric=spec.metric or shape.metrics[0], ignore_labels=ignored, splits=splits)
 
 
+def task_folders(data_dir: Path) -> list[str]:
+    """The task folders of ``data_dir`` (those holding a train split), sorted."""
+    return sorted(p.name for p in data_dir.iterdir() if p.is_dir() and any(p.glob("train.jsonl*")))
+
+
 def load_tasks(data_dir: Path, names: list[str], context_turns: int = 3) -> dict[str, Task]:
     """Load several tasks from ``data_dir/<name>/``."""
     if not data_dir.is_dir():
