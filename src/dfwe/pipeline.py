@@ -111,11 +111,12 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
             specs = fold_specs(config, data, ingredients, swapped, depth)
             folds = [spec.build() for spec in specs]
             choices = choose_on_dev(folds[0], data.target.metric)
+            soups = {"uniform-soup": uniform_weights(len(ingredients.items)), "greedy-soup": choices.greedy}
             search = search_stage(folds, config.search, config.seed, out, search_start(config, choices), specs,
-                                  config.runtime)
+                                  config.runtime, references=soups)
         with timing("evaluate"):
-            merges = {"uniform-soup": Merge(uniform_weights(len(ingredients.items))),
-                      "greedy-soup": Merge(choices.greedy), "dfwe": Merge(search.weights, search.space.method)}
+            merges = {**{name: Merge(weights) for name, weights in soups.items()},
+                      "dfwe": Merge(search.weights, search.space.method)}
             splits = {"dev": data.dev, "test": data.test,
                       **({"validation": data.validation} if data.validation else {})}
             scores = score_methods(folds[0], ingredients.keys, ingredients.names, merges, splits, cache / "logits",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,14 @@ def test_every_output_exists(demo_run):
         assert (demo_run / name).is_file(), name
     results = json.loads((demo_run / "results.json").read_text())
     assert set(results["methods"]) == METHODS
-    assert results["search"]["evaluations"] == 6
+    assert results["search"]["evaluations"] == 6 + 2  # the budget, then the uniform and greedy soups
+    assert results["search"]["kept"] in {"search", "uniform-soup", "greedy-soup"}
+    # the search also scored both soups (the journal's last two rows), so it never ends worse than either on its
+    # own objective (here pooled over the cross-fitted folds and penalised, so not a method's dev score)
+    with sqlite3.connect(str(demo_run / "journal.sqlite")) as db:
+        journalled = [value for (value,) in db.execute("SELECT objective FROM candidates ORDER BY idx")]
+    assert len(journalled) == results["search"]["evaluations"] - results["search"]["coarse_evaluations"]
+    assert results["search"]["best_objective"] == min(journalled) <= min(journalled[-2:])
     assert results["config"]["search"]["budget"] == 6
     # dfwe is compared pairwise with every method, the best single included (it is the ingredient chosen on dev)
     assert set(results["paired"]["test"]) == METHODS - {"dfwe"}

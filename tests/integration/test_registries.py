@@ -104,7 +104,7 @@ def test_a_span_target_selects_and_searches_on_token_f1(tiny):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["task"]["shape"] == "span"
-    assert results["search"]["objective"] == "token_f1" and results["search"]["evaluations"] == 3
+    assert results["search"]["objective"] == "token_f1" and results["search"]["evaluations"] == 3 + 2
     assert results["config"]["target"]["train"]["select_metric"] == "token_f1"
     # every journalled candidate was scored by -token_f1 on dev (lower is better)
     best = results["search"]["best_objective"]

@@ -157,3 +157,24 @@ def test_unknown_optimizer_and_space_are_bad_input():
         make_optimizer("adam", make_space("simplex", 1, 3), 0, 5)
     with pytest.raises(BadInput, match="unknown search space 'sphere'"):
         make_space("sphere", 1, 3)
+
+
+def test_references_are_scored_after_the_budget_untold_and_kept_when_best(tmp_path):
+    """The soups a run compares dfwe with are scored after the optimiser's budget: the optimiser's own path is the
+    same as without them, the winner is the best point of all (a reference when it is best), and a journal written
+    before they existed resumes and scores only them."""
+    space = make_space("simplex", 1, 3)
+    plain = run_search(space, make_optimizer("cma", space, 0, 8), quadratic_scorer([]), 8, Journal(tmp_path / "j", {}))
+    references = {"uniform-soup": np.full((1, 3), 1 / 3), "exact": TARGET}
+    calls: list = []
+    result = run_search(space, make_optimizer("cma", space, 0, 8), quadratic_scorer(calls), 8,
+                        Journal(tmp_path / "j", {}), references=references)
+    assert len(calls) == 2 and result.candidates == 10 == len(result.records)  # the 8 replayed, the two scored
+    np.testing.assert_array_equal([r.x for r in result.records[:8]], [r.x for r in plain.records])
+    np.testing.assert_allclose(result.records[8].weights, [[1 / 3, 1 / 3, 1 / 3]])
+    assert result.references == {8: "uniform-soup", 9: "exact"}
+    assert result.kept == "exact" and result.best.idx == 9 and result.best.objective == pytest.approx(0.0, abs=1e-12)
+    assert plain.kept == "search" and plain.best.objective > 0.0
+    far = run_search(space, make_optimizer("cma", space, 0, 8), quadratic_scorer([]), 8,
+                     references={"corner": np.array([[0.0, 0.0, 1.0]])})
+    assert far.kept == "search" and far.best.objective == plain.best.objective

@@ -103,7 +103,9 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> None:
                      plots / "weights.png")
         body += ["## Search", "",
                  f"{search['evaluations']} candidates scored with `{search['optimizer']}` (seed {search['seed']}) "
-                 f"on the dev objective `{search['objective']}`; best objective {search['best_objective']:.4f}.",
+                 f"on the dev objective `{search['objective']}`; best objective {search['best_objective']:.4f}"
+                 + (f", the {search['kept']}'s (scored after the budget; no candidate of the search did better)."
+                    if search.get("kept", "search") != "search" else "."),
                  "", "![search trace](plots/search_trace.png)", "", "![weights](plots/weights.png)", ""]
     if results.get("barriers"):
         body += ["## Loss barriers between ingredients (dev)", "", barrier_table(results["barriers"], metric), ""]

@@ -13,9 +13,9 @@ consistent scale); the winner is the best *full* score.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -37,6 +37,8 @@ class SearchConfig(Frozen):
     """The derivative-free search over interpolation weights."""
 
     optimizer: Literal[OPTIMIZERS] = "cma"  # type: ignore[valid-type]
+    # candidates the optimiser's search scores, its start point included; a run then also scores the uniform and
+    # greedy soups as two more and keeps the best point of all on the dev objective
     budget: int = Field(60, ge=1)
     space: Literal[SPACES] = "simplex"  # type: ignore[valid-type]
     granularity: Literal[GRANULARITIES] = "model"  # type: ignore[valid-type]
@@ -107,6 +109,12 @@ class SearchResult:
     optimizer: str
     seed: int
     candidates: int
+    references: Mapping[int, str] = field(default_factory=dict)  # record index -> name of a reference point
+
+    @property
+    def kept(self) -> str:
+        """What the winner is: ``search`` (a candidate of the optimiser or the start) or a reference's name."""
+        return self.references.get(self.best.idx, "search")
 
     @property
     def full(self) -> list[Record]:
@@ -176,18 +184,23 @@ class _Evaluations:
 
 def run_search(space: SearchSpace, optimizer: Optimizer, score_batch: BatchScorer, budget: int,
                journal: Journal | None = None, batch: int = 1, halving: Halving | None = None,
-               desc: str = "search") -> SearchResult:
-    """Score exactly ``budget`` candidates (replaying whatever the journal already holds).
+               desc: str = "search", references: Mapping[str, np.ndarray] | None = None) -> SearchResult:
+    """Score exactly ``budget`` candidates (replaying whatever the journal already holds), then the
+    ``references`` (name -> weights ``[groups, ingredients]``) in full.
 
     The first candidate is always the space's start point, scored in full, so the search never ends worse
-    on dev than where it started (it is not told to the optimiser, which proposes the rest).
+    on dev than where it started (it is not told to the optimiser, which proposes the rest). The references
+    are the points the result will be compared with (a run's uniform and greedy soups): scored last and not
+    told to the optimiser, so the optimiser's path is the same with or without them, and the winner, the best
+    full-fidelity candidate (earliest on ties), is never worse on dev than any of them.
     """
     if budget < 1:
         raise BadInput(f"budget: must be at least 1 (got {budget})")
+    references = dict(references or {})
     evaluate = _Evaluations(space, score_batch, journal)
     evaluate([space.x0], 1.0)
     candidates = 1
-    bar = progress_bar(budget, desc)
+    bar = progress_bar(budget + len(references), desc)
     bar.update(1)
     while candidates < budget:
         asked = _ask_batch(optimizer, min(batch, budget - candidates))
@@ -204,22 +217,26 @@ def run_search(space: SearchSpace, optimizer: Optimizer, score_batch: BatchScore
         bar.update(len(asked))
         full = [r.objective for r in evaluate.records if r.fidelity >= 1.0]
         bar.set_postfix(best=f"{min(full):.4f}")
+    scored = evaluate([space.to_x(weights) for weights in references.values()], 1.0)
+    bar.update(len(scored))
     bar.close()
     if journal is not None and len(evaluate.journalled) > len(evaluate.records):
         raise BadInput(f"{journal.path}: holds {len(evaluate.journalled)} evaluations, more than this search makes "
                        f"({len(evaluate.records)}); the journal belongs to another search")
     return SearchResult(records=tuple(evaluate.records), optimizer=optimizer.name, seed=optimizer.seed,
-                        candidates=candidates)
+                        candidates=candidates + len(scored),
+                        references={record.idx: name for record, name in zip(scored, references)})
 
 
 def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, journal_path: Path | None = None,
                    init: np.ndarray | None = None, anchor: np.ndarray | None = None,
-                   specs: Sequence[FoldSpec] | None = None, runtime: RuntimeOptions = RuntimeOptions()
-                   ) -> tuple[SearchSpace, SearchResult]:
+                   specs: Sequence[FoldSpec] | None = None, runtime: RuntimeOptions = RuntimeOptions(),
+                   references: Mapping[str, np.ndarray] | None = None) -> tuple[SearchSpace, SearchResult]:
     """Search merge weights for the folds' shared weight space on dev data, as ``config`` says.
 
     The space's grouping is set from ``config``; ``init`` (``[ingredients]``) is the start point and
-    ``anchor`` the target of the ``anchor`` penalty. With ``runtime.workers > 1`` candidates are scored by
+    ``anchor`` the target of the ``anchor`` penalty; ``references`` (name -> ``[ingredients]`` weights) are
+    scored after the budget (see :func:`run_search`). With ``runtime.workers > 1`` candidates are scored by
     Ray workers built from ``specs``. Returns the search space and every journalled evaluation.
     """
     weight_space = folds[0].space
@@ -251,7 +268,10 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
                                                      "groups": list(weight_space.grouping.labels),
                                                      "init": space.init.tolist()})
     try:
-        result = run_search(space, optimizer, scorer, config.budget, journal, batch=config.batch, halving=halving)
+        points = {name: np.broadcast_to(np.asarray(weights, dtype=np.float64), (space.groups, space.ingredients))
+                  for name, weights in (references or {}).items()}
+        result = run_search(space, optimizer, scorer, config.budget, journal, batch=config.batch, halving=halving,
+                            references=points)
     finally:
         if journal is not None:
             journal.close()
@@ -294,15 +314,18 @@ class SearchOutcome:
                 "full_evaluations": sum(len(s.full) for s in stages),
                 "full_evaluations_saved": sum(s.full_evaluations_saved for s in stages),
                 "best_objective": self.result.best.objective, "best_weights": self.weights.tolist(),
+                "kept": self.result.kept,
                 "optimizer": self.result.optimizer, "seed": self.result.seed, "objective": objective,
                 "trace": self.trace, "best_so_far": np.minimum.accumulate(self.trace).tolist()}
 
 
 def search_stage(folds: Sequence[DevFold], config: SearchConfig, seed: int, out_dir: Path, start: np.ndarray,
-                 specs: Sequence[FoldSpec] | None = None, runtime: RuntimeOptions = RuntimeOptions()) -> SearchOutcome:
+                 specs: Sequence[FoldSpec] | None = None, runtime: RuntimeOptions = RuntimeOptions(),
+                 references: Mapping[str, np.ndarray] | None = None) -> SearchOutcome:
     """The whole search: with a per-group granularity and ``coarse_budget``, first one weight per ingredient
     (journal ``journal-coarse.sqlite``), then per group from that solution, which the ``anchor`` penalty pulls
-    towards: per-group weights shrunk towards the global ones."""
+    towards: per-group weights shrunk towards the global ones. The final stage also scores the ``references``
+    (name -> ``[ingredients]`` weights, the soups dfwe is compared with) and keeps the best point of all."""
     coarse = None
     if config.coarse_budget and config.granularity != "model":
         coarse_config = config.model_copy(update={"granularity": "model", "budget": config.coarse_budget,
@@ -313,5 +336,5 @@ def search_stage(folds: Sequence[DevFold], config: SearchConfig, seed: int, out_
     fine_config = config.model_copy(update={"budget": config.budget - (config.coarse_budget if coarse else 0),
                                             "coarse_budget": 0})
     space, result = search_weights(folds, fine_config, seed, out_dir / "journal.sqlite", init=start, anchor=start,
-                                   specs=specs, runtime=runtime)
+                                   specs=specs, runtime=runtime, references=references)
     return SearchOutcome(space, result, folds[0].space.grouping.labels, coarse)

@@ -1,0 +1,106 @@
+"""Round 5 of issue 20: the search also scores the soups it is compared with, and keeps the best on dev.
+
+Since this round ``dfwe.search.run.run_search`` scores, after its budget, the uniform and the greedy soup as two
+more candidates (not told to the optimiser) and returns the best of every candidate on the dev objective, the
+earliest on ties: the search can no longer end worse on its own objective than a baseline it could have scored.
+A finished run's unit already holds all three dev objectives (the search's best is dfwe's dev score, the soups
+are scored by the same fold), so this script replays the rule on committed units without retraining or
+re-searching: dfwe becomes the uniform or the greedy soup where that soup's dev objective is strictly lower than
+the search's best, and stays as it was otherwise. It prints, per unit, which point wins and dfwe's headline metric
+on validation and test before and after, with the means over units, and writes the replayed units (the unit
+schema, ``search.kept`` naming the point kept) for ``feta_friends.py table``. Asserts nothing.
+
+    python benchmarks/search_references.py --units benchmarks/results/feta_friends_v3 \\
+        benchmarks/results/feta_friends_v4 benchmarks/results/feta_friends_v5 \\
+        --out benchmarks/results/feta_friends_v6 --json benchmarks/results/search_references.json
+
+(a later ``--units`` folder's unit of a target and seed replaces an earlier one's, as in ``feta_friends.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from feta_friends import read_units  # noqa: E402
+
+from dfwe.io import atomic_write_json, atomic_write_text  # noqa: E402
+from dfwe.stats import LOWER_IS_BETTER  # noqa: E402
+
+REFERENCES = ("uniform-soup", "greedy-soup")  # in the order the search scores them, after its own candidates
+
+
+def kept_point(unit: dict[str, Any]) -> str:
+    """``dfwe`` (the search's own best) or the reference soup whose dev objective is strictly lower."""
+    search = unit["config"]["search"]
+    if search.get("objective_weights") or search.get("penalty", "none") != "none":
+        raise SystemExit(f"{unit['target']} seed {unit['seed']}: a mixed or penalised objective is not a method's "
+                         "dev score, so it cannot be replayed from the unit")
+    objective = search["objective"]
+    sign = 1.0 if objective in LOWER_IS_BETTER else -1.0
+    dev = {name: sign * unit["methods"][name]["dev"][objective] for name in ("dfwe", *REFERENCES)}
+    if not np.isclose(dev["dfwe"], sign * unit["search"]["best_objective"], rtol=0, atol=1e-9):
+        raise SystemExit(f"{unit['target']} seed {unit['seed']}: dfwe's dev {objective} is not the search's best "
+                         "objective; the unit does not come from one search")
+    return min(dev, key=lambda name: (dev[name], ("dfwe", *REFERENCES).index(name)))
+
+
+def replayed(unit: dict[str, Any], kept: str) -> dict[str, Any]:
+    """The unit with dfwe's scores, predictions and weights those of ``kept``."""
+    out = copy.deepcopy(unit)
+    out["search"]["kept"] = kept
+    if kept == "dfwe":
+        return out
+    out["methods"]["dfwe"] = copy.deepcopy(unit["methods"][kept])
+    out["predictions"]["methods"]["dfwe"] = unit["predictions"]["methods"][kept]
+    count = len(unit["ingredients"])
+    weights = np.full(count, 1.0 / count) if kept == "uniform-soup" else np.asarray(unit["dev_choices"]["greedy"])
+    out["search"]["best_weights"] = [weights.tolist()]
+    out["search"]["best_objective"] = unit["methods"][kept]["dev"][unit["config"]["search"]["objective"]]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=Path, nargs="+", required=True)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the replayed units")
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+
+    rows = []
+    for target, seeds in sorted(read_units(args.units).items()):
+        for seed, unit in sorted(seeds.items()):
+            kept = kept_point(unit)
+            metric = unit["task"]["metric"]
+            new = replayed(unit, kept)
+            row = {"target": target, "seed": seed, "kept": kept, "metric": metric}
+            for split in ("validation", "test"):
+                row[split] = {"before": unit["methods"]["dfwe"][split][metric],
+                              "after": new["methods"]["dfwe"][split][metric]}
+            rows.append(row)
+            atomic_write_text(args.out / f"seed-{seed}" / f"{target}.json", json.dumps(new, separators=(",", ":")) + "\n")
+
+    print("| target | seed | kept | dfwe validation: before → after | dfwe test: before → after |")
+    print("| --- | ---: | --- | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['target']} | {r['seed']} | {r['kept']} | {r['validation']['before']:.3f} → "
+              f"{r['validation']['after']:.3f} | {r['test']['before']:.3f} → {r['test']['after']:.3f} |")
+    summary = {split: {when: float(np.mean([r[split][when] for r in rows])) for when in ("before", "after")}
+               for split in ("validation", "test")}
+    changed = [r for r in rows if r["kept"] != "dfwe"]
+    print(f"\n{len(changed)} of {len(rows)} units keep a soup; mean over units, validation "
+          f"{summary['validation']['before']:.4f} → {summary['validation']['after']:.4f}, test "
+          f"{summary['test']['before']:.4f} → {summary['test']['after']:.4f}")
+    atomic_write_json(args.json, {"units": [str(u) for u in args.units], "rows": rows, "mean_over_units": summary})
+
+
+if __name__ == "__main__":
+    main()
