@@ -59,11 +59,12 @@ def replayed(unit: dict[str, Any], kept: str) -> dict[str, Any]:
     out["search"]["kept"] = kept
     if kept == "dfwe":
         return out
-    out["methods"]["dfwe"] = copy.deepcopy(unit["methods"][kept])
+    soup = unit["methods"][kept]
+    weights = np.atleast_2d(soup["weights"]).tolist()  # dfwe's are [groups, ingredients], a soup's one row
+    out["methods"]["dfwe"].update({key: copy.deepcopy(soup[key]) for key in ("dev", "validation", "test", "test_ci")
+                                   if key in soup}, weights=weights)
     out["predictions"]["methods"]["dfwe"] = unit["predictions"]["methods"][kept]
-    count = len(unit["ingredients"])
-    weights = np.full(count, 1.0 / count) if kept == "uniform-soup" else np.asarray(unit["dev_choices"]["greedy"])
-    out["search"]["best_weights"] = [weights.tolist()]
+    out["search"]["best_weights"] = weights
     out["search"]["best_objective"] = unit["methods"][kept]["dev"][unit["config"]["search"]["objective"]]
     return out
 

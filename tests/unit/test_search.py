@@ -175,6 +175,10 @@ def test_references_are_scored_after_the_budget_untold_and_kept_when_best(tmp_pa
     assert result.references == {8: "uniform-soup", 9: "exact"}
     assert result.kept == "exact" and result.best.idx == 9 and result.best.objective == pytest.approx(0.0, abs=1e-12)
     assert plain.kept == "search" and plain.best.objective > 0.0
-    far = run_search(space, make_optimizer("cma", space, 0, 8), quadratic_scorer([]), 8,
+    corner: list = []
+    far = run_search(space, make_optimizer("cma", space, 0, 8), quadratic_scorer(corner), 8,
                      references={"corner": np.array([[0.0, 0.0, 1.0]])})
     assert far.kept == "search" and far.best.objective == plain.best.objective
+    # scored at its exact weights, zeros included (a softmax of the point's x would give 1e-9, not 0)
+    np.testing.assert_array_equal(corner[-1][0], [[0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(far.records[-1].weights, [[0.0, 0.0, 1.0]])

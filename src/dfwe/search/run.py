@@ -158,7 +158,10 @@ class _Evaluations:
         self.journalled = journal.records() if journal is not None else []
         self.records: list[Record] = []
 
-    def __call__(self, xs: list[np.ndarray], fidelity: float) -> list[Record]:
+    def __call__(self, xs: list[np.ndarray], fidelity: float, weights: list[np.ndarray] | None = None
+                 ) -> list[Record]:
+        """Records of the points ``xs``; ``weights``, when given, are the points' exact weights (a softmax cannot
+        reach a weight of exactly 0, which a reference soup has)."""
         out: list[Record] = []
         for x in xs:
             idx = len(self.records) + len(out)
@@ -171,8 +174,9 @@ class _Evaluations:
             out.append(old)
         fresh = xs[len(out):]
         if fresh:
-            for x, (score, worker) in zip(fresh, self.score_batch([self.space.to_weights(x) for x in fresh], fidelity)):
-                record = Record(idx=len(self.records) + len(out), x=x, weights=self.space.to_weights(x),
+            exact = [self.space.to_weights(x) for x in fresh] if weights is None else weights[len(out):]
+            for x, w, (score, worker) in zip(fresh, exact, self.score_batch(exact, fidelity)):
+                record = Record(idx=len(self.records) + len(out), x=x, weights=w,
                                 objective=score.value, metrics=score.metrics, fidelity=fidelity,
                                 seconds=score.seconds, worker=worker)
                 if self.journal is not None:
@@ -217,7 +221,7 @@ def run_search(space: SearchSpace, optimizer: Optimizer, score_batch: BatchScore
         bar.update(len(asked))
         full = [r.objective for r in evaluate.records if r.fidelity >= 1.0]
         bar.set_postfix(best=f"{min(full):.4f}")
-    scored = evaluate([space.to_x(weights) for weights in references.values()], 1.0)
+    scored = evaluate([space.to_x(weights) for weights in references.values()], 1.0, list(references.values()))
     bar.update(len(scored))
     bar.close()
     if journal is not None and len(evaluate.journalled) > len(evaluate.records):
