@@ -272,7 +272,8 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
                                                      "groups": list(weight_space.grouping.labels),
                                                      "init": space.init.tolist()})
     try:
-        points = {name: np.broadcast_to(np.asarray(weights, dtype=np.float64), (space.groups, space.ingredients))
+        shape = (space.groups, space.ingredients)
+        points = {name: np.broadcast_to(np.asarray(weights, dtype=np.float64), shape).copy()
                   for name, weights in (references or {}).items()}
         result = run_search(space, optimizer, scorer, config.budget, journal, batch=config.batch, halving=halving,
                             references=points)
