@@ -39,7 +39,8 @@ REFERENCES = ("uniform-soup", "greedy-soup")  # in the order the search scores t
 
 
 def kept_point(unit: dict[str, Any]) -> str:
-    """``dfwe`` (the search's own best) or the reference soup whose dev objective is strictly lower."""
+    """``search`` (the search's own best, as ``results.json``'s ``search.kept`` names it) or the reference soup
+    whose dev objective is strictly lower."""
     search = unit["config"]["search"]
     if search.get("objective_weights") or search.get("penalty", "none") != "none":
         raise SystemExit(f"{unit['target']} seed {unit['seed']}: a mixed or penalised objective is not a method's "
@@ -50,14 +51,15 @@ def kept_point(unit: dict[str, Any]) -> str:
     if not np.isclose(dev["dfwe"], sign * unit["search"]["best_objective"], rtol=0, atol=1e-9):
         raise SystemExit(f"{unit['target']} seed {unit['seed']}: dfwe's dev {objective} is not the search's best "
                          "objective; the unit does not come from one search")
-    return min(dev, key=lambda name: (dev[name], ("dfwe", *REFERENCES).index(name)))
+    best = min(dev, key=lambda name: (dev[name], ("dfwe", *REFERENCES).index(name)))
+    return "search" if best == "dfwe" else best
 
 
 def replayed(unit: dict[str, Any], kept: str) -> dict[str, Any]:
     """The unit with dfwe's scores, predictions and weights those of ``kept``."""
     out = copy.deepcopy(unit)
     out["search"]["kept"] = kept
-    if kept == "dfwe":
+    if kept == "search":
         return out
     soup = unit["methods"][kept]
     weights = np.atleast_2d(soup["weights"]).tolist()  # dfwe's are [groups, ingredients], a soup's one row
@@ -96,7 +98,7 @@ def main() -> None:
               f"{r['validation']['after']:.3f} | {r['test']['before']:.3f} → {r['test']['after']:.3f} |")
     summary = {split: {when: float(np.mean([r[split][when] for r in rows])) for when in ("before", "after")}
                for split in ("validation", "test")}
-    changed = [r for r in rows if r["kept"] != "dfwe"]
+    changed = [r for r in rows if r["kept"] != "search"]
     print(f"\n{len(changed)} of {len(rows)} units keep a soup; mean over units, validation "
           f"{summary['validation']['before']:.4f} → {summary['validation']['after']:.4f}, test "
           f"{summary['test']['before']:.4f} → {summary['test']['after']:.4f}")
