@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=Path, help="refit the merged model's head on these examples for every candidate "
                                               "(default: heads are averaged with the bodies)")
     p.add_argument("--probe-c", type=float, default=1.0, help="with --train: inverse L2 strength of the refit head")
-    p.add_argument("--budget", type=int, default=60)
+    p.add_argument("--budget", type=int, default=60,
+                   help="candidates the optimiser proposes; the uniform soup is scored after them")
     _choice(p, "--optimizer", "cma", "dfwe.search.optimizers", "OPTIMIZERS", "derivative-free optimiser")
     _choice(p, "--space", "simplex", "dfwe.search.spaces", "SPACES", "search space")
     _choice(p, "--granularity", "model", "dfwe.merge.groups", "GRANULARITIES", "parameters that share a weight")

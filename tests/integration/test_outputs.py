@@ -118,7 +118,7 @@ def test_search_overwrite_replaces_the_earlier_results(checkpoints, dev_file, ea
                      "--budget", "3", "--out", str(earlier), "--overwrite")
     assert code == 0, err
     results = json.loads((earlier / "results.json").read_text())
-    assert results["search"]["evaluations"] == 3
+    assert results["search"]["evaluations"] == 3 + 1  # the budget, then the uniform soup
     assert (earlier / "journal.sqlite").is_file() and (earlier / "merged" / "dfwe.json").is_file()
     assert (earlier / "merged" / "model.safetensors").stat().st_size > 1000  # the new model, not the old bytes
 

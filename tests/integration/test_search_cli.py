@@ -45,7 +45,7 @@ def test_sigkill_mid_search_then_resume_matches_an_uninterrupted_run(checkpoints
     resumed = dfwe("search", *common, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     after = journal_rows(out / "journal.sqlite")
-    assert len(after) == 150
+    assert len(after) == 150 + 1  # the budget, then the uniform soup
     assert after[: len(before)] == before  # journalled candidates were replayed, not scored again
     ours, theirs = (json.loads((d / "results.json").read_text())["search"] for d in (out, reference))
     assert ours["best_weights"] == theirs["best_weights"]
@@ -57,8 +57,12 @@ def test_budget_is_exact_and_results_carry_the_search_block(checkpoints, dev_fil
                 "--seed", "0", "--out", str(tmp_path / "s"))
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "s" / "results.json").read_text())
-    assert results["search"]["evaluations"] == 17 and results["search"]["optimizer"] == "cma"
-    assert len(journal_rows(tmp_path / "s" / "journal.sqlite")) == 17
+    assert results["search"]["evaluations"] == 17 + 1 and results["search"]["optimizer"] == "cma"
+    rows = journal_rows(tmp_path / "s" / "journal.sqlite")
+    assert len(rows) == 17 + 1  # the budget, then the uniform soup of the three checkpoints
+    objectives = [row[2] for row in rows]
+    assert results["search"]["best_objective"] == min(objectives)
+    assert results["search"]["kept"] == ("uniform-soup" if objectives[-1] < min(objectives[:-1]) else "search")
     weights = np.array(results["search"]["best_weights"])
     assert weights.shape == (1, 3) and np.isclose(weights.sum(), 1)
     assert (tmp_path / "s" / "merged" / "model.safetensors").is_file()
@@ -84,7 +88,9 @@ def test_halving_reports_saved_full_evaluations(checkpoints, dev_file, tmp_path)
                 "--halving", "--out", str(tmp_path / "h"))
     assert done.returncode == 0, done.stderr
     search = json.loads((tmp_path / "h" / "results.json").read_text())["search"]
-    assert search["evaluations"] == 19 and search["full_evaluations"] == 7 and search["full_evaluations_saved"] == 12
+    # the uniform soup, scored after the budget, is a full evaluation
+    assert search["evaluations"] == 19 + 1 and search["full_evaluations"] == 7 + 1
+    assert search["full_evaluations_saved"] == 12
 
 
 @pytest.mark.parametrize("args,needle", [

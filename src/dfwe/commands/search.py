@@ -13,6 +13,7 @@ from dfwe.data.sets import ExampleSet
 from dfwe.data.shapes import get_shape
 from dfwe.data.tasks import read_jsonl
 from dfwe.errors import BadInput
+from dfwe.eval.baselines import uniform_weights
 from dfwe.forward import InverseL2
 from dfwe.io import output_folder
 from dfwe.merge.fold import FoldSpec, HeadRefit
@@ -37,7 +38,8 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
                        overwrite: bool = False, train_file: Path | None = None, stride: int | None = None,
                        probe_c: float = 1.0) -> dict[str, Any]:
     """Search weights for ``paths`` on ``dev_file``; writes ``results.json``, ``journal.sqlite``, ``merged/``,
-    ``mergekit.yaml`` and ``report.md``.
+    ``mergekit.yaml`` and ``report.md``. After its ``settings.budget`` candidates the search also scores the
+    uniform soup of ``paths`` and keeps it where it is better on dev (``search.kept``).
 
     ``paths`` are dfwe's folders or plain transformers task checkpoints of one architecture and one task.
     Inputs are prepared as the first checkpoint's ``dfwe.json`` says (a plain checkpoint without one:
@@ -71,7 +73,10 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
                     refit=HeadRefit(train, probe_c) if train is not None else None)
     fold = spec.build()
     with output_folder(out_dir, config, resume, overwrite) as out:
-        space, result = search_weights([fold], settings, seed, out / "journal.sqlite", specs=[spec], runtime=runtime)
+        # the plain average is scored after the budget (untold to the optimiser), so the result is never worse on
+        # dev than the soup anyone would try first; `search.kept` says when it wins
+        space, result = search_weights([fold], settings, seed, out / "journal.sqlite", specs=[spec], runtime=runtime,
+                                       references={"uniform-soup": uniform_weights(len(paths))})
         search = SearchOutcome(space, result, fold.space.grouping.labels)
         fold.merge(space.method, search.weights)
         results = {
