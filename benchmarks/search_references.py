@@ -15,6 +15,13 @@ schema, ``search.kept`` naming the point kept) for ``feta_friends.py table``. As
         --out benchmarks/results/feta_friends_v6 --json benchmarks/results/search_references.json
 
 (a later ``--units`` folder's unit of a target and seed replaces an earlier one's, as in ``feta_friends.py``).
+
+``--pool models`` replays a wider rule that was not adopted (round 6): every model the run scores is a candidate,
+each single fine-tuned ingredient too (a one-hot weighting with the head it was trained with), so dfwe would be
+the model with the lowest dev objective of all.
+
+    python benchmarks/search_references.py --units benchmarks/results/feta_friends_v6 --pool models \
+        --json benchmarks/results/search_references_models.json
 """
 
 from __future__ import annotations
@@ -38,33 +45,39 @@ from dfwe.stats import LOWER_IS_BETTER  # noqa: E402
 REFERENCES = ("uniform-soup", "greedy-soup")  # in the order the search scores them, after its own candidates
 
 
-def kept_point(unit: dict[str, Any]) -> str:
-    """``search`` (the search's own best, as ``results.json``'s ``search.kept`` names it) or the reference soup
-    whose dev objective is strictly lower."""
+def pool_of(unit: dict[str, Any], pool: str) -> tuple[str, ...]:
+    """The points dfwe may become besides the search's own: the two soups, or (``models``) also every ingredient."""
+    return REFERENCES if pool == "soups" else (*REFERENCES, *unit["ingredients"])
+
+
+def kept_point(unit: dict[str, Any], pool: str = "soups") -> str:
+    """``search`` (the search's own best, as ``results.json``'s ``search.kept`` names it) or the point of ``pool``
+    whose dev objective is strictly lower (the earliest of the pool on ties)."""
     search = unit["config"]["search"]
     if search.get("objective_weights") or search.get("penalty", "none") != "none":
         raise SystemExit(f"{unit['target']} seed {unit['seed']}: a mixed or penalised objective is not a method's "
                          "dev score, so it cannot be replayed from the unit")
     objective = search["objective"]
     sign = 1.0 if objective in LOWER_IS_BETTER else -1.0
-    dev = {name: sign * unit["methods"][name]["dev"][objective] for name in ("dfwe", *REFERENCES)}
+    points = ("dfwe", *pool_of(unit, pool))
+    dev = {name: sign * unit["methods"][name]["dev"][objective] for name in points}
     if not np.isclose(dev["dfwe"], sign * unit["search"]["best_objective"], rtol=0, atol=1e-9):
         raise SystemExit(f"{unit['target']} seed {unit['seed']}: dfwe's dev {objective} is not the search's best "
                          "objective; the unit does not come from one search")
-    best = min(dev, key=lambda name: (dev[name], ("dfwe", *REFERENCES).index(name)))
+    best = min(dev, key=lambda name: (dev[name], points.index(name)))
     return "search" if best == "dfwe" else best
 
 
 def replayed(unit: dict[str, Any], kept: str) -> dict[str, Any]:
-    """The unit with dfwe's scores, predictions and weights those of ``kept``."""
+    """The unit with dfwe's scores, predictions and weights those of ``kept`` (a soup or a single ingredient)."""
     out = copy.deepcopy(unit)
     out["search"]["kept"] = kept
     if kept == "search":
         return out
-    soup = unit["methods"][kept]
-    weights = np.atleast_2d(soup["weights"]).tolist()  # dfwe's are [groups, ingredients], a soup's one row
-    out["methods"]["dfwe"].update({key: copy.deepcopy(soup[key]) for key in ("dev", "validation", "test", "test_ci")
-                                   if key in soup}, weights=weights)
+    point = unit["methods"][kept]
+    weights = np.atleast_2d(point["weights"]).tolist()  # dfwe's are [groups, ingredients], a soup's one row
+    out["methods"]["dfwe"].update({key: copy.deepcopy(point[key]) for key in ("dev", "validation", "test", "test_ci")
+                                   if key in point}, weights=weights)
     out["predictions"]["methods"]["dfwe"] = unit["predictions"]["methods"][kept]
     out["search"]["best_weights"] = weights
     out["search"]["best_objective"] = unit["methods"][kept]["dev"][unit["config"]["search"]["objective"]]
@@ -74,14 +87,16 @@ def replayed(unit: dict[str, Any], kept: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=Path, nargs="+", required=True)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the replayed units")
+    parser.add_argument("--pool", choices=("soups", "models"), default="soups",
+                        help="soups: the v6 rule; models: every model the run scores, single ingredients too")
+    parser.add_argument("--out", type=Path, help="folder for the replayed units")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
 
     rows = []
     for target, seeds in sorted(read_units(args.units).items()):
         for seed, unit in sorted(seeds.items()):
-            kept = kept_point(unit)
+            kept = kept_point(unit, args.pool)
             metric = unit["task"]["metric"]
             new = replayed(unit, kept)
             row = {"target": target, "seed": seed, "kept": kept, "metric": metric}
@@ -89,7 +104,9 @@ def main() -> None:
                 row[split] = {"before": unit["methods"]["dfwe"][split][metric],
                               "after": new["methods"]["dfwe"][split][metric]}
             rows.append(row)
-            atomic_write_text(args.out / f"seed-{seed}" / f"{target}.json", json.dumps(new, separators=(",", ":")) + "\n")
+            if args.out is not None:
+                atomic_write_text(args.out / f"seed-{seed}" / f"{target}.json",
+                                  json.dumps(new, separators=(",", ":")) + "\n")
 
     print("| target | seed | kept | dfwe validation: before → after | dfwe test: before → after |")
     print("| --- | ---: | --- | ---: | ---: |")
@@ -99,10 +116,11 @@ def main() -> None:
     summary = {split: {when: float(np.mean([r[split][when] for r in rows])) for when in ("before", "after")}
                for split in ("validation", "test")}
     changed = [r for r in rows if r["kept"] != "search"]
-    print(f"\n{len(changed)} of {len(rows)} units keep a soup; mean over units, validation "
+    print(f"\n{len(changed)} of {len(rows)} units keep another point than the search's; mean over units, validation "
           f"{summary['validation']['before']:.4f} → {summary['validation']['after']:.4f}, test "
           f"{summary['test']['before']:.4f} → {summary['test']['after']:.4f}")
-    atomic_write_json(args.json, {"units": [str(u) for u in args.units], "rows": rows, "mean_over_units": summary})
+    atomic_write_json(args.json, {"units": [str(u) for u in args.units], "pool": args.pool, "rows": rows,
+                                  "mean_over_units": summary})
 
 
 if __name__ == "__main__":
