@@ -60,6 +60,8 @@ def test_budget_is_exact_and_results_carry_the_search_block(checkpoints, dev_fil
     assert results["search"]["evaluations"] == 17 + 1 and results["search"]["optimizer"] == "cma"
     rows = journal_rows(tmp_path / "s" / "journal.sqlite")
     assert len(rows) == 17 + 1  # the budget, then the uniform soup of the three checkpoints
+    soup_x = np.array(json.loads(rows[-1][1]))
+    assert np.allclose(soup_x, soup_x[0])  # on the simplex (a softmax of x) equal values are the uniform weights
     objectives = [row[2] for row in rows]
     assert results["search"]["best_objective"] == min(objectives)
     assert results["search"]["kept"] == ("uniform-soup" if objectives[-1] < min(objectives[:-1]) else "search")
