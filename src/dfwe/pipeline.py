@@ -176,7 +176,7 @@ def check_task_keys(config: RunConfig, tasks: Collection[str], folder: Path) -> 
     """Bad input unless every per-task setting (``{default: ..., <task>: ...}``) names only ``default`` and
     tasks of ``folder``: a misspelt task would otherwise get the default without a word."""
     per_task = {"data.max_length": config.data.max_length, "data.fraction": config.data.fraction,
-                "target.pooling": config.target.pooling}
+                "target.pooling": config.target.pooling, "experts.pooling": config.experts.pooling}
     for setting, value in per_task.items():
         unknown = sorted(set(value) - {"default", *tasks}) if isinstance(value, dict) else []
         if unknown:

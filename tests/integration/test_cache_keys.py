@@ -196,6 +196,37 @@ def test_a_targets_pooling_keys_its_ingredients_and_base_keeps_the_keys_it_had(t
     assert saved == {default.key: "mean", segment.key: "first_segment"}
 
 
+def _experts(suite: Path, cache: Path, base_folder: Path, experts: dict) -> dict:
+    """The experts (sources ``a`` and ``b``, and the multitask one) of a run on ``suite`` with these settings."""
+    import torch
+
+    from dfwe.pipeline import expert_stage, prepare_inputs
+
+    config = config_from_dict({"data": {"data_dir": str(suite), "target": "target", "sources": ["a", "b"],
+                                        "shots": 3, "dev_shots": 2, "max_length": 24},
+                               "model": {"base": str(base_folder)},
+                               "experts": {"train": {"epochs": 1, "batch_size": 4}, **experts}})
+    base, data, _ = prepare_inputs(config, cache)
+    return expert_stage(config, base, data, torch.device("cpu"), cache)
+
+
+def test_a_sources_expert_pooling_keys_its_experts_and_base_keeps_the_keys_they_had(tmp_path, tiny_base):
+    """``experts.pooling`` names how a source's head reads the body while its expert trains: ``base``, or an
+    entry for another task, leaves every expert (and its key) as it was; ``first_segment`` for source ``a`` trains
+    a new expert of ``a`` that reads its pair's first segment, and a new multitask expert (one of whose heads is
+    ``a``'s), while ``b``'s expert is read back."""
+    suite = _suite(tmp_path / "suite")
+    cache = tmp_path / "cache"
+    default = _experts(suite, cache, tiny_base, {})
+    assert set(default) == {"a", "b", "multitask"}
+    same = _experts(suite, cache, tiny_base, {"pooling": {"default": "base", "target": "first_segment"}})
+    assert {n: e.key for n, e in same.items()} == {n: e.key for n, e in default.items()}
+    segment = _experts(suite, cache, tiny_base, {"pooling": {"a": "first_segment"}})
+    assert {n for n in default if segment[n].key != default[n].key} == {"a", "multitask"}
+    saved = {n: json.loads((e.folder / "config.json").read_text())["pooling"] for n, e in segment.items()}
+    assert saved["a"] == "first_segment" and saved["b"] == "mean"
+
+
 def test_trained_stages_reads_a_finished_run_back_from_its_cache_and_rebuilds_its_dev_fold(tmp_path, tiny_base):
     """What the benchmarks re-score a finished run from: the same ingredients, nothing trained or written, and a
     dev fold whose merges score what the run's did."""

@@ -143,6 +143,8 @@ def _friends_run(tmp_path: Path, base: Path) -> tuple[Path, Path]:
     # a per-task value keyed by a misspelt task would silently fall back to the default
     ("target.pooling={default: base, sorce: first_segment}", ("target.pooling", "'sorce'", "source, target")),
     ("data.max_length={default: 24, Target: 32}", ("data.max_length", "'Target'", "'default'")),
+    ("experts.pooling={default: base, sources: first_segment}", ("experts.pooling", "'sources'", "source, target")),
+    ("experts.pooling={source: last_token}", ("experts.pooling", "last_token")),
 ])
 def test_a_bad_config_value_with_overwrite_changes_nothing(dfwe_here, setting, needles, tmp_path, tiny_base, earlier_run):
     config, _ = _friends_run(tmp_path, tiny_base)

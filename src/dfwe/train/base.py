@@ -66,6 +66,18 @@ class BaseModel:
     tokenizer: Any
 
 
+# How a task's head reads the body: "base" (the base's own pooling) or one of dfwe.modeling.POOLINGS
+TaskPooling = Literal[("base", *POOLINGS)]  # type: ignore[valid-type]
+
+
+def pooling_for(setting: str | dict[str, str], task: str, base: tuple[str, bool]) -> tuple[str, bool]:
+    """``(pooling, normalize)`` of a model of ``task``: ``setting`` for every task or per task
+    (``{default: base, <task>: first_segment}``), ``base`` meaning the base's own; the base's normalisation is
+    kept."""
+    name = setting.get(task, setting.get("default", "base")) if isinstance(setting, dict) else setting
+    return base if name == "base" else (name, base[1])
+
+
 def prepare_base(model: ModelConfig, suite: Suite, work_dir: Path, seed: int, max_length: int) -> BaseModel:
     """The base model of a run: all-MiniLM-L6-v2 (``minilm``), a local folder, or (``tiny``, for the built-in
     suite) a small BERT masked-LM pretrained on the suite's own text, cached under ``work_dir``."""

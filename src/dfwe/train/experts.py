@@ -32,7 +32,7 @@ from dfwe.data.prepare import TaskSplits
 from dfwe.errors import BadInput
 from dfwe.io import atomic_dir
 from dfwe.schema import Frozen, Seed
-from dfwe.train.base import BaseModel
+from dfwe.train.base import BaseModel, TaskPooling, pooling_for
 from dfwe.train.loop import TrainConfig, fine_tune
 
 MULTITASK = "multitask"
@@ -52,6 +52,10 @@ class ExpertsConfig(Frozen):
     multitask_target: bool = False
     # Where single-task experts start: the base, or the multitask expert (model ratatouille).
     start: Literal["base", "multitask"] = "base"
+    # How each source task's head reads the body while its expert trains (the multitask expert's heads too), as
+    # target.pooling does for the target: "base" or one of dfwe.modeling.POOLINGS, for all or per task
+    # ({default: base, MELD_emotion_recognition: first_segment}). A task left at "base" keeps its expert's key.
+    pooling: TaskPooling | dict[str, TaskPooling] = "base"
     # Seed of the experts and of their source subsamples; None: the run's seed. Fixing it lets runs at
     # several seeds share one set of experts (the expensive stage), varying only the few-sample target.
     seed: Seed | None = None
@@ -69,9 +73,17 @@ class Expert:
     key: str
 
 
+def _task_poolings(tasks: Mapping[str, TaskSplits], config: ExpertsConfig, base: BaseModel
+                   ) -> dict[str, tuple[str, bool]]:
+    return {task: pooling_for(config.pooling, task, base.pooling) for task in tasks}
+
+
 def _expert_key(base: BaseModel, tasks: Mapping[str, TaskSplits], config: ExpertsConfig, seed: int,
                 start: Expert | None) -> tuple[str, dict]:
+    # only the tasks whose pooling is not the base's enter the key, so that every other expert keeps its key
+    own_pooling = {task: list(p) for task, p in _task_poolings(tasks, config, base).items() if p != base.pooling}
     parts = {"base": base.digest, "pooling": list(base.pooling), "seed": seed, "start": start.key if start else None,
+             **({"task_pooling": own_pooling} if own_pooling else {}),
              "recipe": config.train.model_dump(mode="json", exclude_defaults=True),
              "temperature": config.temperature if len(tasks) > 1 else None,
              **({"steps": config.multitask_steps} if len(tasks) > 1 and config.multitask_steps else {}),
@@ -96,8 +108,8 @@ def train_expert(name: str, tasks: Mapping[str, TaskSplits], base: BaseModel, co
     began = time.perf_counter()
     torch.manual_seed(seed)
     models = {}
-    for task, splits in tasks.items():
-        models[task] = new_model(base.folder, splits.train.task.shape, splits.train.task.labels, base.pooling,
+    for (task, splits), pooling in zip(tasks.items(), _task_poolings(tasks, config, base).values()):
+        models[task] = new_model(base.folder, splits.train.task.shape, splits.train.task.labels, pooling,
                                  body_from=start.folder if start else None).to(device)
         models[task].body = next(iter(models.values())).body  # one body for every task's head
     result = fine_tune(models, {t: s.train for t, s in tasks.items()}, {t: s.dev for t, s in tasks.items()},

@@ -35,14 +35,11 @@ from dfwe.data.encode import Preprocessing
 from dfwe.data.sets import ExampleSet
 from dfwe.forward import fit_head
 from dfwe.io import atomic_dir
-from dfwe.modeling import POOLINGS
 from dfwe.schema import Frozen
 from dfwe.stats import LOWER_IS_BETTER
-from dfwe.train.base import BaseModel
+from dfwe.train.base import BaseModel, TaskPooling, pooling_for
 from dfwe.train.experts import MULTITASK, TRAIN_LOG, Expert
 from dfwe.train.loop import TrainConfig, TrainResult, fine_tune
-
-TargetPooling = Literal[("base", *POOLINGS)]  # type: ignore[valid-type]
 
 BASE_FT = "base-ft"
 MULTITASK_FT = "multitask-ft"
@@ -62,14 +59,13 @@ class TargetConfig(Frozen):
     include_base: bool = True
     # How the target's head reads the body: "base" (the base's own pooling) or one of dfwe.modeling.POOLINGS,
     # for every target or per target ({default: base, relation_extraction: first_segment}); the base's
-    # normalisation is kept. Experts keep the base's pooling, so a source's expert is the same for every target.
-    pooling: TargetPooling | dict[str, TargetPooling] = "base"
+    # normalisation is kept. Experts have their own setting (experts.pooling), so a source's expert is the same
+    # for every target.
+    pooling: TaskPooling | dict[str, TaskPooling] = "base"
 
     def pooling_of(self, task: str, base: tuple[str, bool]) -> tuple[str, bool]:
         """``(pooling, normalize)`` of ``task``'s ingredients, given the base's own."""
-        name = self.pooling.get(task, self.pooling.get("default", "base")) if isinstance(self.pooling, dict) \
-            else self.pooling
-        return base if name == "base" else (name, base[1])
+        return pooling_for(self.pooling, task, base)
 
     @field_validator("grid")
     @classmethod
