@@ -3,10 +3,10 @@ training (the default before issue 19) and with the chosen CPU settings. Prints 
 nothing.
 
     python benchmarks/feta_cost.py --suite ../shared/data/feta_friends --cache runs/cache \
-        --units benchmarks/results/feta_friends --set model.trainable_layers=1 --set experts.train.lr=5e-4 \
+        --units benchmarks/results/feta_friends_v2 --set model.trainable_layers=1 --set experts.train.lr=5e-4 \
         --json benchmarks/results/feta_cost.json
     # later units landed (another seed): re-read them, keep the timed steps
-    python benchmarks/feta_cost.py --cache runs/cache --units benchmarks/results/feta_friends \
+    python benchmarks/feta_cost.py --cache runs/cache --units benchmarks/results/feta_friends_v2 \
         --json benchmarks/results/feta_cost.json --measured-only
 
 Three measurements, one cost model:

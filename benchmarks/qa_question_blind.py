@@ -8,7 +8,7 @@ reads only the scene; the gold answers' own share beside it), the number of dist
 F1. Diagnostic only: it chooses nothing.
 
     python benchmarks/qa_question_blind.py --suite ../shared/data/feta_friends \\
-        benchmarks/results/feta_friends/seed-0/question_answering.json \\
+        benchmarks/results/feta_friends_v2/seed-0/question_answering.json \\
         runs/feta-v3grid-s0-qa/targets/question_answering/seeds/0/predictions.json
 """
 

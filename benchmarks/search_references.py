@@ -12,7 +12,7 @@ schema, ``search.kept`` naming the point kept) for ``feta_friends.py table``. As
 
     python benchmarks/search_references.py --units benchmarks/results/feta_friends_v3 \\
         benchmarks/results/feta_friends_v4 benchmarks/results/feta_friends_v5 \\
-        --out benchmarks/results/feta_friends_v6 --json benchmarks/results/search_references.json
+        --out benchmarks/results/feta_friends --json benchmarks/results/search_references.json
 
 (a later ``--units`` folder's unit of a target and seed replaces an earlier one's, as in ``feta_friends.py``).
 
@@ -20,7 +20,7 @@ schema, ``search.kept`` naming the point kept) for ``feta_friends.py table``. As
 each single fine-tuned ingredient too (a one-hot weighting with the head it was trained with), so dfwe would be
 the model with the lowest dev objective of all.
 
-    python benchmarks/search_references.py --units benchmarks/results/feta_friends_v6 --pool models \
+    python benchmarks/search_references.py --units benchmarks/results/feta_friends --pool models \
         --json benchmarks/results/search_references_models.json
 """
 

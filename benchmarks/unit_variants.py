@@ -9,7 +9,7 @@ target (``feta_friends.py``'s: each target's examples resampled, the targets ave
 dfwe minus the reference's dfwe, minus the reference's soups (a variant that changes the soups' head too must still
 beat the soups as the reference scored them), and minus ``multitask-ft``. Asserts nothing.
 
-    python benchmarks/unit_variants.py --reference benchmarks/results/feta_friends_v6 \\
+    python benchmarks/unit_variants.py --reference benchmarks/results/feta_friends \\
         --variant benchmarks/results/feta_friends_v7 --suite ../shared/data/feta_friends \\
         --json benchmarks/results/unit_variants_v7.json
 """
