@@ -4,13 +4,15 @@ A round that changes only the merge or the search (``--set merge.head=average``,
 reference's cache, so both unit sets hold the same ingredients, ``base-ft`` and ``multitask-ft`` (checked: their
 test predictions must be equal) and differ only in the merged models. A round that changes the experts (``--set
 experts.pooling=...``) retrains the multitask expert too: ``--retrained multitask-ft`` lets that model differ and
-reads it from each set, and ``base-ft``, which no expert touches, must still be equal. For every (target, seed) both
-finished: the headline metric of dfwe and of the two soups in each set on validation and test, and the means over
-units (validation chooses; test is printed beside it). Then, on test, pooled paired intervals over every seed of
-every target (``feta_friends.py``'s: each target's examples resampled, the targets averaged draw by draw): the
-variant's dfwe minus the reference's dfwe, minus the reference's soups (a variant that changes the soups' head too
-must still beat the soups as the reference scored them), and minus the variant's own ``multitask-ft`` (issue 20's
-margin), and each retrained model minus the reference's. Asserts nothing.
+reads it from each set, and ``base-ft``, which no expert touches, must still be equal (unless the variant ran on
+another machine, whose arithmetic moves a few predictions: ``--retrained base-ft multitask-ft`` then reads both from
+each set and prints how far ``base-ft`` moved). For every (target, seed) both finished: the headline metric of dfwe
+and of the two soups in each set on validation and test, and the means over units (validation chooses; test is
+printed beside it). Then, on test, pooled paired intervals over every seed of every target (``feta_friends.py``'s:
+each target's examples resampled, the targets averaged draw by draw): the variant's dfwe minus the reference's dfwe,
+minus the reference's soups (a variant that changes the soups' head too must still beat the soups as the reference
+scored them), and minus the variant's own ``multitask-ft`` (issue 20's margin), and each retrained model minus the
+reference's. Asserts nothing.
 
     python benchmarks/unit_variants.py --reference benchmarks/results/feta_friends \\
         --variant benchmarks/results/feta_friends_v7 --suite ../shared/data/feta_friends \\
@@ -116,8 +118,9 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, nargs="+", required=True, help="unit folders, later ones win")
     parser.add_argument("--variant", type=Path, nargs="+", required=True)
     parser.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
-    parser.add_argument("--retrained", nargs="*", choices=SINGLES[1:], default=[],
-                        help="single models the variant retrained (a change to the experts retrains multitask-ft)")
+    parser.add_argument("--retrained", nargs="*", choices=SINGLES, default=[],
+                        help="single models the variant retrained: a change to the experts retrains multitask-ft; "
+                             "base-ft too where the variant ran on another machine, whose floating point differs")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
