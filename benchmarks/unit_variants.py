@@ -64,7 +64,7 @@ def paired_units(reference: list[Path], variant: list[Path], retrained: tuple[st
             for name in SINGLES:
                 if name not in retrained and a["predictions"]["methods"][name] != b["predictions"]["methods"][name]:
                     raise SystemExit(f"{target} seed {seed}: {name} differs between the sets; the variant "
-                                     f"retrained it (name it in --retrained if it was meant to)")
+                                     "retrained it (name it in --retrained if it was meant to)")
             pairs.append((a, b))
     if not pairs:
         raise SystemExit("no target and seed is in both unit sets")
