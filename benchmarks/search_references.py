@@ -20,7 +20,7 @@ schema, ``search.kept`` naming the point kept) for ``feta_friends.py table``. As
 each single fine-tuned ingredient too (a one-hot weighting with the head it was trained with), so dfwe would be
 the model with the lowest dev objective of all.
 
-    python benchmarks/search_references.py --units benchmarks/results/feta_friends --pool models \
+    python benchmarks/search_references.py --units benchmarks/results/feta_friends --pool models \\
         --json benchmarks/results/search_references_models.json
 """
 
