@@ -71,12 +71,22 @@ def collect_units(run: Path, units: Path, overwrite: bool = False) -> list[Path]
                 # the test split's predictions (the unit schema); the run's validation predictions stay in the run
                 "predictions": {key: saved[key] for key in ("ids", "methods")}}
         path = units / f"seed-{seed}" / f"{target}.json"
-        if path.is_file() and not overwrite:
-            print(f"kept {path}: it exists (pass --overwrite to replace it with {seed_dir})", file=sys.stderr)
-            continue
-        atomic_write_text(path, json.dumps(unit, separators=(",", ":")) + "\n")  # one line: predictions dominate
-        written.append(path)
+        if write_unit(path, unit, overwrite, source=seed_dir):
+            written.append(path)
     return written
+
+
+def write_unit(path: Path, unit: dict[str, Any], overwrite: bool, source: Path | str) -> bool:
+    """Write ``unit`` to ``path`` as one line (its predictions dominate); returns whether it was written.
+
+    A unit already at ``path`` is kept, with a line on stderr, unless ``overwrite``: committed units are the
+    table's record, and a rerun of an older command must not replace them silently.
+    """
+    if path.is_file() and not overwrite:
+        print(f"kept {path}: it exists (pass --overwrite to replace it with {source})", file=sys.stderr)
+        return False
+    atomic_write_text(path, json.dumps(unit, separators=(",", ":")) + "\n")
+    return True
 
 
 def candidate_seconds(journal: Path) -> list[float] | None:

@@ -6,9 +6,11 @@ earliest on ties: the search can no longer end worse on its own objective than a
 A finished run's unit already holds all three dev objectives (the search's best is dfwe's dev score, the soups
 are scored by the same fold), so this script replays the rule on committed units without retraining or
 re-searching: dfwe becomes the uniform or the greedy soup where that soup's dev objective is strictly lower than
-the search's best, and stays as it was otherwise. It prints, per unit, which point wins and dfwe's headline metric
-on validation and test before and after, with the means over units, and writes the replayed units (the unit
-schema, ``search.kept`` naming the point kept) for ``feta_friends.py table``. Asserts nothing.
+the search's best, and stays as it was otherwise (a unit from v6 code on, whose run already applied the rule,
+comes back unchanged). It prints, per unit, which point wins and dfwe's headline metric on validation and test
+before and after, with the means over units, and writes the replayed units (the unit schema, ``search.kept``
+naming the point kept) for ``feta_friends.py table``; a unit already in ``--out`` is kept unless ``--overwrite``.
+Asserts nothing.
 
     python benchmarks/search_references.py --units benchmarks/results/feta_friends_v3 \\
         benchmarks/results/feta_friends_v4 benchmarks/results/feta_friends_v5 \\
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from feta_friends import read_units  # noqa: E402
+from feta_friends import read_units, write_unit  # noqa: E402
 
-from dfwe.io import atomic_write_json, atomic_write_text  # noqa: E402
+from dfwe.io import atomic_write_json  # noqa: E402
 from dfwe.stats import LOWER_IS_BETTER  # noqa: E402
 
 REFERENCES = ("uniform-soup", "greedy-soup")  # in the order the search scores them, after its own candidates
@@ -51,8 +52,9 @@ def pool_of(unit: dict[str, Any], pool: str) -> tuple[str, ...]:
 
 
 def kept_point(unit: dict[str, Any], pool: str = "soups") -> str:
-    """``search`` (the search's own best, as ``results.json``'s ``search.kept`` names it) or the point of ``pool``
-    whose dev objective is strictly lower (the earliest of the pool on ties)."""
+    """The point dfwe keeps, named as ``results.json``'s ``search.kept`` names it: the point of ``pool`` whose dev
+    objective is strictly lower than dfwe's (the earliest of the pool on ties), or else the point the unit's
+    dfwe already is (``search``, or the soup a v6 run kept)."""
     search = unit["config"]["search"]
     if search.get("objective_weights") or search.get("penalty", "none") != "none":
         raise SystemExit(f"{unit['target']} seed {unit['seed']}: a mixed or penalised objective is not a method's "
@@ -65,15 +67,15 @@ def kept_point(unit: dict[str, Any], pool: str = "soups") -> str:
         raise SystemExit(f"{unit['target']} seed {unit['seed']}: dfwe's dev {objective} is not the search's best "
                          "objective; the unit does not come from one search")
     best = min(dev, key=lambda name: (dev[name], points.index(name)))
-    return "search" if best == "dfwe" else best
+    return unit["search"].get("kept", "search") if best == "dfwe" else best
 
 
 def replayed(unit: dict[str, Any], kept: str) -> dict[str, Any]:
     """The unit with dfwe's scores, predictions and weights those of ``kept`` (a soup or a single ingredient)."""
     out = copy.deepcopy(unit)
-    out["search"]["kept"] = kept
-    if kept == "search":
+    if kept == unit["search"].get("kept", "search"):
         return out
+    out["search"]["kept"] = kept
     point = unit["methods"][kept]
     weights = np.atleast_2d(point["weights"]).tolist()  # dfwe's are [groups, ingredients], a soup's one row
     out["methods"]["dfwe"].update({key: copy.deepcopy(point[key]) for key in ("dev", "validation", "test", "test_ci")
@@ -90,13 +92,15 @@ def main() -> None:
     parser.add_argument("--pool", choices=("soups", "models"), default="soups",
                         help="soups: the v6 rule; models: every model the run scores, single ingredients too")
     parser.add_argument("--out", type=Path, help="folder for the replayed units")
+    parser.add_argument("--overwrite", action="store_true", help="replace units that already exist in --out")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
 
-    rows = []
+    rows, changed = [], 0
     for target, seeds in sorted(read_units(args.units).items()):
         for seed, unit in sorted(seeds.items()):
             kept = kept_point(unit, args.pool)
+            changed += kept != unit["search"].get("kept", "search")
             metric = unit["task"]["metric"]
             new = replayed(unit, kept)
             row = {"target": target, "seed": seed, "kept": kept, "metric": metric}
@@ -105,8 +109,8 @@ def main() -> None:
                               "after": new["methods"]["dfwe"][split][metric]}
             rows.append(row)
             if args.out is not None:
-                atomic_write_text(args.out / f"seed-{seed}" / f"{target}.json",
-                                  json.dumps(new, separators=(",", ":")) + "\n")
+                write_unit(args.out / f"seed-{seed}" / f"{target}.json", new, args.overwrite,
+                           source=f"the replay of {target} seed {seed}")
 
     print("| target | seed | kept | dfwe validation: before → after | dfwe test: before → after |")
     print("| --- | ---: | --- | ---: | ---: |")
@@ -115,8 +119,7 @@ def main() -> None:
               f"{r['validation']['after']:.3f} | {r['test']['before']:.3f} → {r['test']['after']:.3f} |")
     summary = {split: {when: float(np.mean([r[split][when] for r in rows])) for when in ("before", "after")}
                for split in ("validation", "test")}
-    changed = [r for r in rows if r["kept"] != "search"]
-    print(f"\n{len(changed)} of {len(rows)} units keep another point than the search's; mean over units, validation "
+    print(f"\n{changed} of {len(rows)} units keep another point than their run did; mean over units, validation "
           f"{summary['validation']['before']:.4f} → {summary['validation']['after']:.4f}, test "
           f"{summary['test']['before']:.4f} → {summary['test']['after']:.4f}")
     atomic_write_json(args.json, {"units": [str(u) for u in args.units], "pool": args.pool, "rows": rows,

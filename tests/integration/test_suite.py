@@ -179,6 +179,56 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
     assert all((rebuilt / f).read_bytes() == (out / "submission" / f).read_bytes() for f in files)
 
 
+def test_replaying_the_search_rule_on_units_changes_only_those_a_soup_beats_on_dev(suite_run, tmp_path):
+    from dfwe.stats import LOWER_IS_BETTER
+
+    _, out = suite_run
+    scripts = Path(__file__).resolve().parents[2] / "benchmarks"
+    units, replayed = tmp_path / "units", tmp_path / "replayed"
+
+    def replay(source: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(scripts / "search_references.py"), "--units", str(source),
+                               "--json", str(tmp_path / "replay.json"), *extra], capture_output=True, text=True)
+
+    made = subprocess.run([sys.executable, str(scripts / "feta_friends.py"), "units", "--run", str(out),
+                           "--units", str(units)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    # the run already kept the best of its search and the two soups: its units come back unchanged
+    first = replay(units, "--out", str(replayed))
+    assert first.returncode == 0, first.stderr
+    assert "0 of 4 units keep another point than their run did" in first.stdout
+    names = sorted(p.name for p in (units / "seed-0").iterdir())
+    assert names == sorted(p.name for p in (replayed / "seed-0").iterdir())
+    assert all((replayed / "seed-0" / n).read_bytes() == (units / "seed-0" / n).read_bytes() for n in names)
+    # a unit already in --out is kept unless --overwrite
+    (replayed / "seed-0" / "emo.json").write_text("{}")
+    again = replay(units, "--out", str(replayed))
+    assert again.returncode == 0 and again.stderr.count("kept ") == 4
+    assert (replayed / "seed-0" / "emo.json").read_text() == "{}"
+    forced = replay(units, "--out", str(replayed), "--overwrite")
+    assert forced.returncode == 0 and forced.stderr == ""
+    assert (replayed / "seed-0" / "emo.json").read_bytes() == (units / "seed-0" / "emo.json").read_bytes()
+    # a soup the run did not keep, made strictly better than dfwe on the dev objective, becomes dfwe
+    unit = json.loads((units / "seed-0" / "emo.json").read_text())
+    soup = "greedy-soup" if unit["search"]["kept"] != "greedy-soup" else "uniform-soup"
+    objective = unit["config"]["search"]["objective"]
+    better = -1.0 if objective in LOWER_IS_BETTER else 1.0
+    unit["methods"][soup]["dev"][objective] = unit["methods"]["dfwe"]["dev"][objective] + better
+    (tmp_path / "lowered" / "seed-0").mkdir(parents=True)
+    (tmp_path / "lowered" / "seed-0" / "emo.json").write_text(json.dumps(unit))
+    taken = replay(tmp_path / "lowered", "--out", str(tmp_path / "taken"))
+    assert taken.returncode == 0, taken.stderr
+    assert "1 of 1 units keep another point than their run did" in taken.stdout
+    new = json.loads((tmp_path / "taken" / "seed-0" / "emo.json").read_text())
+    assert new["search"]["kept"] == soup
+    assert new["methods"]["dfwe"]["test"] == unit["methods"][soup]["test"]
+    assert new["methods"]["dfwe"]["weights"] == [unit["methods"][soup]["weights"]]
+    assert new["predictions"]["methods"]["dfwe"] == unit["predictions"]["methods"][soup]
+    assert new["search"]["best_objective"] == unit["methods"][soup]["dev"][objective]
+    assert {k: v for k, v in new["methods"].items() if k != "dfwe"} == {
+        k: v for k, v in unit["methods"].items() if k != "dfwe"}
+
+
 @pytest.mark.parametrize("task", ["emo", "rel", "qa", "rc"])
 def test_merged_model_opens_with_its_auto_class_and_evaluate_reproduces_the_score(suite_run, task):
     import transformers
