@@ -51,6 +51,11 @@ def pool_of(unit: dict[str, Any], pool: str) -> tuple[str, ...]:
     return REFERENCES if pool == "soups" else (*REFERENCES, *unit["ingredients"])
 
 
+def run_kept(unit: dict[str, Any]) -> str:
+    """The point the unit's dfwe is: ``search``, or the soup a run from v6 code on kept (earlier units name none)."""
+    return unit["search"].get("kept", "search")
+
+
 def kept_point(unit: dict[str, Any], pool: str = "soups") -> str:
     """The point dfwe keeps, named as ``results.json``'s ``search.kept`` names it: the point of ``pool`` whose dev
     objective is strictly lower than dfwe's (the earliest of the pool on ties), or else the point the unit's
@@ -67,13 +72,13 @@ def kept_point(unit: dict[str, Any], pool: str = "soups") -> str:
         raise SystemExit(f"{unit['target']} seed {unit['seed']}: dfwe's dev {objective} is not the search's best "
                          "objective; the unit does not come from one search")
     best = min(dev, key=lambda name: (dev[name], points.index(name)))
-    return unit["search"].get("kept", "search") if best == "dfwe" else best
+    return run_kept(unit) if best == "dfwe" else best
 
 
 def replayed(unit: dict[str, Any], kept: str) -> dict[str, Any]:
     """The unit with dfwe's scores, predictions and weights those of ``kept`` (a soup or a single ingredient)."""
     out = copy.deepcopy(unit)
-    if kept == unit["search"].get("kept", "search"):
+    if kept == run_kept(unit):
         return out
     out["search"]["kept"] = kept
     point = unit["methods"][kept]
@@ -100,7 +105,7 @@ def main() -> None:
     for target, seeds in sorted(read_units(args.units).items()):
         for seed, unit in sorted(seeds.items()):
             kept = kept_point(unit, args.pool)
-            changed += kept != unit["search"].get("kept", "search")
+            changed += kept != run_kept(unit)
             metric = unit["task"]["metric"]
             new = replayed(unit, kept)
             row = {"target": target, "seed": seed, "kept": kept, "metric": metric}
