@@ -7,8 +7,9 @@ experts.pooling=...``) retrains the multitask expert too: ``--retrained multitas
 reads it from each set, and ``base-ft``, which no expert touches, must still be equal (unless the variant ran on
 another machine, whose arithmetic moves a few predictions: ``--retrained base-ft multitask-ft`` then reads both from
 each set and prints how far ``base-ft`` moved). For every (target, seed) both finished: the headline metric of dfwe
-and of the two soups in each set on validation and test, and the means over units (validation chooses; test is
-printed beside it). Then, on test, pooled paired intervals over every seed of every target (``feta_friends.py``'s:
+and of the two soups in each set on validation and test, and the means over units and per seed (validation chooses;
+test is printed beside it; a variant adopted on one seed's validation is read afresh on the other seeds). Then, on
+test, pooled paired intervals over every seed of every target (``feta_friends.py``'s:
 each target's examples resampled, the targets averaged draw by draw): the variant's dfwe minus the reference's dfwe,
 minus the reference's soups (a variant that changes the soups' head too must still beat the soups as the reference
 scored them), and minus the variant's own ``multitask-ft`` (issue 20's margin), and each retrained model minus the
@@ -88,6 +89,18 @@ def unit_row(reference: dict[str, Any], variant: dict[str, Any], retrained: tupl
     return row
 
 
+def split_means(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, dict[str, float]]:
+    """Each column's mean over ``rows``, on validation and on test."""
+    return {split: {column: float(np.mean([r[split][column] for r in rows])) for column in columns}
+            for split in ("validation", "test")}
+
+
+def means_by_seed(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`split_means` per seed: a variant adopted on one seed's validation is read afresh on the others."""
+    seeds = sorted({r["seed"] for r in rows})
+    return {str(seed): split_means([r for r in rows if r["seed"] == seed], columns) for seed in seeds}
+
+
 def pooled_differences(suite: Path, pairs: list[tuple[dict[str, Any], dict[str, Any]]], resamples: int,
                        differences: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = DIFFERENCES
                        ) -> dict[str, dict]:
@@ -131,8 +144,7 @@ def main() -> None:
     own = (*MERGES, *retrained)
     columns = [*(f"{name} (reference)" for name in own), *(f"{name} (variant)" for name in own),
                *(name for name in SINGLES if name not in retrained)]
-    means = {split: {column: float(np.mean([r[split][column] for r in rows])) for column in columns}
-             for split in ("validation", "test")}
+    means, by_seed = split_means(rows, columns), means_by_seed(rows, columns)
     print("| target | seed | kept (reference → variant) | dfwe validation | dfwe test | uniform soup validation |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     for r in rows:
@@ -143,6 +155,12 @@ def main() -> None:
     print(f"\nmean over {len(rows)} units:")
     for split in ("validation", "test"):
         print(f"  {split:10s} " + ", ".join(f"{c} {means[split][c]:.4f}" for c in columns))
+    print("\ndfwe per seed, reference → variant (units | validation | test):")
+    for seed, m in by_seed.items():
+        units = sum(r["seed"] == int(seed) for r in rows)
+        print(f"  seed {seed}: {units} units | " + " | ".join(f"{m[split]['dfwe (reference)']:.4f} → "
+                                                            f"{m[split]['dfwe (variant)']:.4f}"
+                                                            for split in ("validation", "test")))
     differences = pooled_differences(args.suite, pairs, args.resamples, differences_for(retrained))
     print("\ntest, averaged over targets (pooled paired 95% interval):")
     for name, d in differences.items():
@@ -150,7 +168,8 @@ def main() -> None:
     atomic_write_json(args.json, {"reference": [str(p) for p in args.reference],
                                   "variant": [str(p) for p in args.variant], "retrained": list(retrained),
                                   "rows": rows,
-                                  "mean_over_units": means, "test_differences": differences})
+                                  "mean_over_units": means, "mean_by_seed": by_seed,
+                                  "test_differences": differences})
 
 
 if __name__ == "__main__":
