@@ -116,7 +116,7 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
                                   config.runtime, references=soups)
         with timing("evaluate"):
             merges = {**{name: Merge(weights) for name, weights in soups.items()},
-                      "dfwe": Merge(search.weights, search.space.method)}
+                      "dfwe": Merge(search.weights, search.method)}
             splits = {"dev": data.dev, "test": data.test,
                       **({"validation": data.validation} if data.validation else {})}
             scores = score_methods(folds[0], ingredients.keys, ingredients.names, merges, splits, cache / "logits",
@@ -125,7 +125,7 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
             barriers = loss_barriers(folds[0], ingredients.names, data.target.metric, config.eval.barriers)
         stages = RunStages(data, experts, ingredients, choices, search, scores, barriers)
         results = run_results(config, stages, dict(timing), str(device))
-        write_outputs(out, results, folds[0], ingredients.origin if search.space.method == "task_arithmetic" else None)
+        write_outputs(out, results, folds[0], ingredients.origin if search.method == "task_arithmetic" else None)
         write_predictions(out, scores, inputs_key)
     return RunOutput(results, scores)
 
@@ -235,13 +235,16 @@ def trunk_inputs(config: RunConfig, cache: Path, device: torch.device) -> tuple[
 def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients, swapped: Ingredients | None,
                depth: int | None = None) -> list[FoldSpec]:
     """The dev folds the search scores on: ingredients trained on train scored on dev and, when cross-fitting,
-    ingredients trained on dev scored on train. With ``merge.head: refit`` each refits on its training set."""
+    ingredients trained on dev scored on train. With ``merge.head: refit`` each refits on its training set; in the
+    ``fisher`` space each measures its ingredients' Fishers there too."""
     base = ingredients.origin if config.search.space == "task_arithmetic" else None
     device = config.runtime.device
-    specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, device, head_refit(config, data.train), depth)]
+    fisher = config.search.space == "fisher"  # each ingredient's Fisher, on the examples it was fine-tuned on
+    specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, device, head_refit(config, data.train), depth,
+                      data.train if fisher else None)]
     if swapped is not None:
         specs.append(FoldSpec(tuple(swapped.folders), data.train, swapped.origin if base else None, device,
-                              head_refit(config, data.dev), depth))
+                              head_refit(config, data.dev), depth, data.dev if fisher else None))
     return specs
 
 

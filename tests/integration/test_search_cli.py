@@ -136,3 +136,22 @@ def test_merge_with_wrong_number_of_weights_exits_2(checkpoints, tmp_path):
     done = dfwe("merge", *map(str, checkpoints), "--weights", "0.5", "0.5", "--out", str(tmp_path / "m"))
     assert done.returncode == 2 and "got 2 values for 3 checkpoints" in done.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_fisher_space_measures_on_train_and_says_mergekit_only_approximates_it(checkpoints, dev_file, tmp_path):
+    train = write_task(tmp_path / "train", {"train": friends_rows("tr", ["neg", "neu", "pos"], 10)}) / "train.jsonl"
+    common = [*map(str, checkpoints), "--dev", str(dev_file), "--budget", "5", "--space", "fisher"]
+    refused = dfwe("search", *common, "--out", str(tmp_path / "none"))
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "--space fisher needs --train" in refused.stderr and not (tmp_path / "none").exists()
+    merged = dfwe("merge", *map(str, checkpoints), "--weights", "0.5", "0.3", "0.2", "--method", "fisher",
+                  "--out", str(tmp_path / "m"))
+    assert merged.returncode == 2 and len(merged.stderr.strip().splitlines()) == 1 and "--space fisher" in merged.stderr
+
+    done = dfwe("search", *common, "--train", str(train), "--out", str(tmp_path / "f"))
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "f" / "results.json").read_text())
+    kept = results["search"]["kept"]
+    assert results["methods"]["dfwe"]["method"] == ("fisher" if kept == "search" else "linear")
+    header = (tmp_path / "f" / "mergekit.yaml").read_text().splitlines()[0]
+    assert header.startswith("# mergekit's nearest recipe" if kept == "search" else "# Reproduce this merge")

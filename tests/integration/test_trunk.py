@@ -175,7 +175,8 @@ def suite_run(tmp_path_factory) -> tuple[Path, Path, Path]:
               "model": {"base": str(base), "trainable_layers": 1, "trunk_dtype": "float32"},
               "experts": {"train": {"epochs": 1, "batch_size": 8}},
               "target": {"head": "own", "train": {"epochs": 2, "batch_size": 8, "linear_probe": True}},
-              "merge": {"head": "refit"}, "search": {"budget": 3, "granularity": "layer"},
+              # Fisher-weighted merges per layer: every shape's loss differentiated through the top layer
+              "merge": {"head": "refit"}, "search": {"budget": 3, "granularity": "layer", "space": "fisher"},
               "eval": {"bootstrap": 20}}
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     out = root / "out"
@@ -203,6 +204,9 @@ def test_the_merged_model_scored_from_raw_text_reproduces_the_runs_test_score(ta
     suite, out, _ = suite_run
     run = out / "targets" / target / "seeds" / "0"
     results = json.loads((run / "results.json").read_text())
+    # the search's own points are Fisher-weighted merges, the soups it also scores linear ones
+    kept = results["search"]["kept"]
+    assert results["methods"]["dfwe"]["method"] == ("fisher" if kept == "search" else "linear")
     done = dfwe("evaluate", str(run / "merged"), "--task", str(suite / target), "--split", "test")
     assert done.returncode == 0, done.stderr
     metric = results["task"]["metric"]

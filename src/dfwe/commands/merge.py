@@ -45,6 +45,10 @@ def merge_checkpoints(paths: Sequence[Path], weights: Sequence[float], out_dir: 
     """
     paths = [Path(p) for p in paths]
     checked(Seed, seed, "--seed")
+    if get_method(method).fisher:
+        raise BadInput(f"--method {method} weighs each checkpoint by its Fisher on a train set, which dfwe merge does "
+                       "not read: search it with dfwe search --space fisher --train FILE, or in a run (search.space: "
+                       "fisher)")
     if get_method(method).needs_base and base is None:
         raise BadInput(f"--method {method} needs --base (the checkpoint task vectors are measured from)")
     if all(path.is_dir() for path in paths):
@@ -60,5 +64,5 @@ def merge_checkpoints(paths: Sequence[Path], weights: Sequence[float], out_dir: 
     with output_folder(out_dir, None, overwrite=overwrite) as out:
         save_tensors_like(paths[0], space.state_dict(), out, provenance)
         write_mergekit_yaml(out / "mergekit.yaml",
-                            mergekit_config(space, matrix, paths, method, base, density, relative_to=out))
+                            mergekit_config(space, matrix, paths, method, base, density, relative_to=out), method)
     return out_dir

@@ -45,7 +45,8 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
     Inputs are prepared as the first checkpoint's ``dfwe.json`` says (a plain checkpoint without one:
     :class:`~dfwe.data.encode.Preprocessing`'s defaults), ``max_length`` / ``context_turns`` / ``stride``
     overriding. Heads are averaged with the bodies, or, with ``train_file``, refit on every candidate's merged
-    body (a probe of inverse L2 strength ``probe_c``) on those examples.
+    body (a probe of inverse L2 strength ``probe_c``) on those examples; the ``fisher`` space measures each
+    checkpoint's Fisher on them too.
 
     An ``out_dir`` that already holds files is continued on ``resume`` (same checkpoints, dev file and
     settings; ``runtime`` may differ), replaced on ``overwrite`` once the new search has succeeded, and
@@ -64,13 +65,16 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
                        "(or 'ray[default]'), or use --workers 1")
     if settings.space == "task_arithmetic" and base is None:
         raise BadInput("--space task_arithmetic needs --base (the checkpoint task vectors are measured from)")
+    if settings.space == "fisher" and train is None:
+        raise BadInput("--space fisher needs --train (the examples each checkpoint's Fisher is measured on)")
     config = {"checkpoints": [str(p) for p in paths], "dev": str(dev_file), "base": str(base) if base else None,
               "search": settings.model_dump(mode="json"), "seed": seed, "max_length": max_length,
               "context_turns": context_turns, "runtime": runtime.model_dump(mode="json"),
               **({"train": str(train_file), "probe_c": probe_c} if train_file is not None else {}),
               **({"stride": stride} if stride is not None else {})}
     spec = FoldSpec(tuple(paths), dev, base=base, device=runtime.device,
-                    refit=HeadRefit(train, probe_c) if train is not None else None)
+                    refit=HeadRefit(train, probe_c) if train is not None else None,
+                    fisher_data=train if settings.space == "fisher" else None)
     fold = spec.build()
     with output_folder(out_dir, config, resume, overwrite) as out:
         # the plain average is scored after the budget (untold to the optimiser), so the result is never worse on
@@ -78,13 +82,13 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
         space, result = search_weights([fold], settings, seed, out / "journal.sqlite", specs=[spec], runtime=runtime,
                                        references={"uniform-soup": uniform_weights(len(paths))})
         search = SearchOutcome(space, result, fold.space.grouping.labels)
-        fold.merge(space.method, search.weights)
+        fold.merge(search.method, search.weights)
         results = {
             "config": config,
             "task": {"name": dev.task.name, **dev.task.describe()},
             "methods": {"dfwe": {"dev": score(fold.logits(dev, runtime.eval_batch_size), dev),
                                  "weights": search.weights.tolist(), "ingredients": config["checkpoints"],
-                                 "groups": list(search.groups), "method": space.method,
+                                 "groups": list(search.groups), "method": search.method,
                                  "head": "refit" if train is not None else "average"}},
             "search": search.summary(settings.objective),
         }

@@ -53,9 +53,10 @@ def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Pa
                     head_from: Path | None = None) -> dict:
     """A mergekit config for this merge.
 
-    ``linear`` and ``task_arithmetic`` are reproduced exactly (to float rounding). For ``ties`` and ``dare``
-    the recipe names mergekit's nearest method, which differs: mergekit elects TIES signs on *weighted*
-    task vectors and draws its own DARE masks; ``merged/`` holds dfwe's exact weights.
+    ``linear`` and ``task_arithmetic`` are reproduced exactly (to float rounding). For ``ties``, ``dare`` and
+    ``fisher`` the recipe names mergekit's nearest method, which differs: mergekit elects TIES signs on *weighted*
+    task vectors, draws its own DARE masks and has no Fisher weighting (the recipe is the linear merge at the same
+    weights); ``merged/`` holds dfwe's exact weights.
 
     Per-tensor weights are spelled out as mergekit filters keyed by full tensor names, longest names first
     so that no name's filter can catch a longer name that contains it. Paths are relative to ``relative_to``
@@ -87,11 +88,15 @@ def mergekit_config(space: WeightSpace, weights: np.ndarray, models: Sequence[Pa
     return config
 
 
-def write_mergekit_yaml(path: Path, config: dict) -> None:
-    exact = any(m.mergekit == config["merge_method"] and m.exact_in_mergekit for m in METHODS.values())
+def write_mergekit_yaml(path: Path, config: dict, method: str | None = None) -> None:
+    """Write ``config`` as ``path``, headed by whether mergekit reproduces the merge: as dfwe's ``method`` says, or
+    (no ``method``) as whether any method mergekit names so reproduces exactly."""
+    exact = (get_method(method).exact_in_mergekit if method is not None else
+             any(m.mergekit == config["merge_method"] and m.exact_in_mergekit for m in METHODS.values()))
     header = ("# Reproduce this merge with: dfwe mergekit mergekit.yaml OUT_DIR  (paths are relative to this file)\n"
               if exact else
-              "# mergekit's nearest recipe: its TIES/DARE differ from dfwe's (peft semantics); merged/ is exact\n")
+              "# mergekit's nearest recipe, not this merge (its TIES/DARE differ from peft's, it has no Fisher "
+              "weighting); merged/ is exact\n")
     atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False))
 
 
@@ -111,4 +116,5 @@ def export_merge(out_dir: Path, fold: DevFold, weights: np.ndarray, method: str,
                   fold.space.grouping.labels, prep or recorded, task)
     head_from = out_dir / "merged" if fold.refit is not None else None
     write_mergekit_yaml(out_dir / "mergekit.yaml", mergekit_config(fold.space, weights, folders, method, base,
-                                                                   relative_to=out_dir, head_from=head_from))
+                                                                   relative_to=out_dir, head_from=head_from),
+                        method)

@@ -3,7 +3,8 @@
 The search scores every candidate on it, and the soups, the barriers and the final scores reuse it, so a
 merge is always written into the same live parameters (:meth:`WeightSpace.merge`) and nothing is rebuilt.
 With ``merge.head: refit`` the fold refits its model's head on the merged body's features of the fold's
-*train* examples after every merge (:meth:`DevFold.merge`), so a merge weighs bodies only.
+*train* examples after every merge (:meth:`DevFold.merge`), so a merge weighs bodies only. A fold built to merge by
+``fisher`` first measures every ingredient's Fisher on those train examples (:mod:`dfwe.merge.fisher`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from pydantic import Field
 
 from dfwe.checkpoints import TaskModel, load_model
+from dfwe.data.encode import EncodedSet
 from dfwe.data.sets import ExampleSet
+from dfwe.data.shapes import TaskShape
+from dfwe.errors import BadInput
 from dfwe.forward import InverseL2, fit_head, predict_logits
+from dfwe.merge.fisher import squared_gradients
 from dfwe.merge.space import WeightSpace
+from dfwe.progress import progress_bar
 from dfwe.runtime import resolve_device
 from dfwe.schema import Frozen
 
@@ -73,6 +80,25 @@ class DevFold:
         return predict_logits(self.model, data.shape, data.encoded, batch_size)
 
 
+def ingredient_fishers(space: WeightSpace, model: torch.nn.Module, shape: TaskShape, data: EncodedSet
+                       ) -> torch.Tensor:
+    """Every ingredient's raw diagonal Fisher over the parameters ``space`` holds, ``[ingredients, parameters]``:
+    each ingredient written into the live ``model`` (bound to ``space``) with its own head, its squared gradients
+    averaged over ``data``. Leaves the last ingredient in the live model."""
+    if len(data) == 0:
+        raise BadInput("fisher merging needs train examples to measure each ingredient's Fisher on; the set is empty")
+    count = space.num_ingredients
+    names = space.names
+    rows = torch.empty((count, space.stacked.shape[1]), dtype=torch.float32, device=space.live.device)
+    bar = progress_bar(count, "fisher")
+    for index in range(count):
+        space.apply("linear", np.eye(count)[index][None, :])
+        rows[index] = squared_gradients(model, names, shape, data)
+        bar.update(1)
+    bar.close()
+    return rows
+
+
 @dataclass(frozen=True)
 class FoldSpec:
     """How to build a :class:`DevFold` anywhere (in this process, or in a Ray worker)."""
@@ -83,10 +109,14 @@ class FoldSpec:
     device: str = "auto"
     refit: HeadRefit | None = None
     trunk_depth: int | None = None  # a frozen trunk of this many encoder layers: the space holds what is above it
+    # the examples every ingredient's Fisher is measured on, for merging by ``fisher`` (None: no Fisher)
+    fisher_data: ExampleSet | None = None
 
     def build(self) -> DevFold:
         space = WeightSpace.from_checkpoints(list(self.checkpoints), base=self.base, device=resolve_device(self.device),
                                              trunk_depth=self.trunk_depth)
         model = load_model(self.checkpoints[0]).to(space.live.device)
         space.bind(model)
+        if self.fisher_data is not None:
+            space.set_fisher(ingredient_fishers(space, model, self.fisher_data.shape, self.fisher_data.encoded))
         return DevFold(space, model, self.data, self.refit)

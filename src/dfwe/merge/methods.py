@@ -23,6 +23,9 @@ depend on the merge weights, so
 is exactly peft's result for every ``w``: the search then costs the same matrix-vector product as a linear
 merge. DARE's random masks come from a generator seeded per tensor, so a merge is reproducible.
 
+``fisher`` (:mod:`dfwe.merge.fisher`) is no weighted sum of rows: each parameter is weighted by each ingredient's
+Fisher as well, which :meth:`dfwe.merge.space.WeightSpace.set_fisher` gives the space first.
+
 Adding a method is one entry in :data:`METHODS`; the command line's ``--method`` choices come from it.
 """
 
@@ -77,8 +80,11 @@ class MergeMethod:
     coefficients: Callable[[np.ndarray, bool], np.ndarray] | None = None
     # task vectors [N, *shape], density, seed -> rows whose weighted sum is the merge
     sparsify: Callable[[torch.Tensor, float, int], torch.Tensor] | None = None
-    # mergekit computes the same merge (its TIES elects signs on *weighted* vectors, its DARE draws its own masks)
+    # mergekit computes the same merge (its TIES elects signs on *weighted* vectors, its DARE draws its own masks;
+    # it has no Fisher weighting)
     exact_in_mergekit: bool = True
+    # weighted by each ingredient's Fisher too: the space merges it itself (WeightSpace.merge_fisher)
+    fisher: bool = False
 
 
 METHODS: dict[str, MergeMethod] = {method.name: method for method in (
@@ -87,6 +93,7 @@ METHODS: dict[str, MergeMethod] = {method.name: method for method in (
                 coefficients=task_arithmetic_coefficients),
     MergeMethod("ties", needs_base=True, mergekit="ties", sparsify=ties_rows, exact_in_mergekit=False),
     MergeMethod("dare", needs_base=True, mergekit="dare_linear", sparsify=dare_rows, exact_in_mergekit=False),
+    MergeMethod("fisher", needs_base=False, mergekit="linear", exact_in_mergekit=False, fisher=True),
 )}
 
 
@@ -104,6 +111,9 @@ def coefficients(method: str, weights: np.ndarray, has_base: bool, deltas: bool 
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if deltas:  # task-vector rows: base + sum_i w_i row_i, whatever the method
         return np.concatenate([weights, np.ones((weights.shape[0], 1))], axis=1)
+    if entry.fisher:
+        raise BadInput(f"{method}: a Fisher-weighted merge is no weighted sum of rows; merge it with "
+                       "WeightSpace.apply once the space holds each ingredient's Fisher (WeightSpace.set_fisher)")
     if entry.coefficients is None:
         raise BadInput(f"{method}: sparsify the space first (WeightSpace.sparsify_), with a base checkpoint")
     if entry.needs_base and not has_base:

@@ -26,6 +26,7 @@ from safetensors import safe_open
 
 from dfwe.checkpoints import weight_files
 from dfwe.errors import BadInput
+from dfwe.merge.fisher import check_fisher_weights, fisher_merge, fisher_rows
 from dfwe.merge.groups import Grouping, make_grouping
 from dfwe.merge.methods import coefficients, sparsified_rows
 from dfwe.modeling import in_trunk
@@ -152,7 +153,8 @@ class WeightSpace:
     Rows are the ingredients in order, then (optionally) a ``base`` row, the common starting point that
     task arithmetic measures task vectors from. With ``deltas`` the ingredient rows hold task vectors
     (LoRA products, TIES/DARE-sparsified differences) rather than whole weights, and a merge is
-    ``base + sum_i w_i * row_i``.
+    ``base + sum_i w_i * row_i``. Once :meth:`set_fisher` has given it each ingredient's Fisher, the space also
+    merges by ``fisher`` (:mod:`dfwe.merge.fisher`).
     """
 
     def __init__(self, slots: Sequence[TensorSlot], stacked: torch.Tensor, ingredients: Sequence[str],
@@ -171,6 +173,8 @@ class WeightSpace:
         self.live = torch.empty(stacked.shape[1], dtype=torch.float32, device=stacked.device)
         self._convert = (torch.empty((stacked.shape[0], min(_CHUNK, stacked.shape[1])), dtype=torch.float32,
                                      device=stacked.device) if stacked.dtype != torch.float32 else None)
+        self.fisher: torch.Tensor | None = None  # [ingredients, parameters] as fisher_rows scales them
+        self.fisher_weighted: torch.Tensor | None = None  # fisher * the ingredient rows
         self.set_grouping("model")
 
     # ----------------------------------------------------------------------------------------- building
@@ -238,6 +242,18 @@ class WeightSpace:
         self.deltas = True
         return self
 
+    def set_fisher(self, fisher: torch.Tensor) -> WeightSpace:
+        """Hold every ingredient's raw diagonal Fisher (``[ingredients, parameters]``, e.g. from
+        :func:`dfwe.merge.fold.ingredient_fishers`) so that :meth:`apply` can merge by ``fisher``."""
+        if self.deltas:
+            raise BadInput("fisher merging weighs whole checkpoints, not task-vector rows (LoRA, TIES, DARE)")
+        expected = (self.num_ingredients, self.stacked.shape[1])
+        if tuple(fisher.shape) != expected:
+            raise ValueError(f"a Fisher of shape {list(fisher.shape)} for a space of {list(expected)}")
+        self.fisher = fisher_rows(fisher.to(self.stacked.device, torch.float32))
+        self.fisher_weighted = self.fisher * self.stacked[: self.num_ingredients].float()
+        return self
+
     # ------------------------------------------------------------------------------------------ merging
     def bind(self, model: torch.nn.Module) -> None:
         """Make every parameter of ``model`` that the space holds a view into the live buffer."""
@@ -257,14 +273,7 @@ class WeightSpace:
 
     def merge(self, coefficients: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Write the merge ``coefficients`` (``[groups, rows]`` or ``[rows]``) into the live buffer."""
-        coefficients = torch.as_tensor(coefficients, dtype=torch.float32, device=self.live.device)
-        if coefficients.ndim == 1 or coefficients.shape[0] == 1:  # one row of weights shared by every group
-            coefficients = coefficients.reshape(1, -1).expand(self.grouping.size, -1)
-        if tuple(coefficients.shape) != (self.grouping.size, self.stacked.shape[0]):
-            raise BadInput(f"weights have shape {list(coefficients.shape)}, this space needs "
-                           f"[{self.grouping.size}, {self.stacked.shape[0]}] (groups x rows)")
-        if not torch.isfinite(coefficients).all():
-            raise BadInput("weights hold NaN or Inf values")
+        coefficients = self._per_group(coefficients, self.stacked.shape[0])
         for group, start, end in self._runs:
             row = coefficients[group : group + 1]
             if self._convert is None:
@@ -277,8 +286,36 @@ class WeightSpace:
                 torch.matmul(row, buffer, out=self.live[chunk:stop].view(1, -1))
         return self.live
 
+    def merge_fisher(self, weights: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Write the Fisher-weighted merge at ``weights`` (``[groups, ingredients]`` or ``[ingredients]``) into the
+        live buffer: ``sum_i w_i F_i theta_i / sum_i w_i F_i`` per parameter (:mod:`dfwe.merge.fisher`)."""
+        if self.fisher is None or self.fisher_weighted is None:
+            raise BadInput("fisher merging needs each ingredient's Fisher on its train set: search the 'fisher' "
+                           "space in a run (or give dfwe search --train), which measures it")
+        weights = self._per_group(weights, self.num_ingredients)
+        check_fisher_weights(weights.cpu().numpy())
+        for group, start, end in self._runs:
+            self.live[start:end] = fisher_merge(weights[group : group + 1], self.fisher[:, start:end],
+                                                self.fisher_weighted[:, start:end]).view(-1)
+        return self.live
+
+    def _per_group(self, values: torch.Tensor | np.ndarray, columns: int) -> torch.Tensor:
+        """``values`` as a ``[groups, columns]`` float32 matrix (one row is shared by every group); bad input
+        naming the problem if its shape is wrong or it holds NaN or Inf."""
+        values = torch.as_tensor(values, dtype=torch.float32, device=self.live.device)
+        if values.ndim == 1 or values.shape[0] == 1:  # one row of weights shared by every group
+            values = values.reshape(1, -1).expand(self.grouping.size, -1)
+        if tuple(values.shape) != (self.grouping.size, columns):
+            raise BadInput(f"weights have shape {list(values.shape)}, this space needs "
+                           f"[{self.grouping.size}, {columns}] (groups x rows)")
+        if not torch.isfinite(values).all():
+            raise BadInput("weights hold NaN or Inf values")
+        return values
+
     def apply(self, method: str, weights: np.ndarray) -> torch.Tensor:
         """Merge with ``method`` (see :mod:`dfwe.merge.methods`) at ``weights`` (``[groups, ingredients]``)."""
+        if method == "fisher":
+            return self.merge_fisher(weights)
         return self.merge(coefficients(method, weights, self.has_base, self.deltas))
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -45,7 +45,7 @@ def describe_methods(config: RunConfig, stages: RunStages) -> dict[str, dict[str
         elif method == "greedy-soup":
             entry.update(weights=choices.greedy.tolist(), head=merged_head)
         elif method == "dfwe":
-            entry.update(weights=search.weights.tolist(), groups=list(search.groups), method=search.space.method,
+            entry.update(weights=search.weights.tolist(), groups=list(search.groups), method=search.method,
                          head=merged_head)
         methods[method] = entry
     methods[BEST_SINGLE] = {**methods[names[choices.best]], "selected": names[choices.best]}

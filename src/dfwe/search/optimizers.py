@@ -57,7 +57,7 @@ class RandomSearch(Optimizer):
         self._rng = np.random.default_rng([self.seed, 0x4A4D])
 
     def ask(self) -> np.ndarray:
-        if self.space.kind == "simplex":
+        if self.space.on_simplex:
             weights = self._rng.dirichlet(np.ones(self.space.ingredients), size=self.space.groups)
             return self.space.to_x(weights)
         lo, hi = _box(self.space)

@@ -158,10 +158,11 @@ class _Evaluations:
         self.journalled = journal.records() if journal is not None else []
         self.records: list[Record] = []
 
-    def __call__(self, xs: list[np.ndarray], fidelity: float, weights: list[np.ndarray] | None = None
-                 ) -> list[Record]:
+    def __call__(self, xs: list[np.ndarray], fidelity: float, weights: list[np.ndarray] | None = None,
+                 score_batch: BatchScorer | None = None) -> list[Record]:
         """Records of the points ``xs``; ``weights``, when given, are the points' exact weights (a softmax cannot
-        reach a weight of exactly 0, which a reference soup has)."""
+        reach a weight of exactly 0, which a reference soup has); ``score_batch``, when given, scores them instead
+        of the search's scorer."""
         out: list[Record] = []
         for x in xs:
             idx = len(self.records) + len(out)
@@ -175,7 +176,7 @@ class _Evaluations:
         fresh = xs[len(out):]
         if fresh:
             exact = [self.space.to_weights(x) for x in fresh] if weights is None else weights[len(out):]
-            for x, w, (score, worker) in zip(fresh, exact, self.score_batch(exact, fidelity)):
+            for x, w, (score, worker) in zip(fresh, exact, (score_batch or self.score_batch)(exact, fidelity)):
                 record = Record(idx=len(self.records) + len(out), x=x, weights=w,
                                 objective=score.value, metrics=score.metrics, fidelity=fidelity,
                                 seconds=score.seconds, worker=worker)
@@ -188,9 +189,11 @@ class _Evaluations:
 
 def run_search(space: SearchSpace, optimizer: Optimizer, score_batch: BatchScorer, budget: int,
                journal: Journal | None = None, batch: int = 1, halving: Halving | None = None,
-               desc: str = "search", references: Mapping[str, np.ndarray] | None = None) -> SearchResult:
+               desc: str = "search", references: Mapping[str, np.ndarray] | None = None,
+               score_references: BatchScorer | None = None) -> SearchResult:
     """Score exactly ``budget`` candidates (replaying whatever the journal already holds), then the
-    ``references`` (name -> weights ``[groups, ingredients]``) in full.
+    ``references`` (name -> weights ``[groups, ingredients]``) in full, by ``score_references`` when given (a space
+    whose own merge is not the soups' linear one).
 
     The first candidate is always the space's start point, scored in full, so the search never ends worse
     on dev than where it started (it is not told to the optimiser, which proposes the rest). The references
@@ -221,7 +224,8 @@ def run_search(space: SearchSpace, optimizer: Optimizer, score_batch: BatchScore
         bar.update(len(asked))
         full = [r.objective for r in evaluate.records if r.fidelity >= 1.0]
         bar.set_postfix(best=f"{min(full):.4f}")
-    scored = evaluate([space.to_x(weights) for weights in references.values()], 1.0, list(references.values()))
+    scored = evaluate([space.to_x(weights) for weights in references.values()], 1.0, list(references.values()),
+                      score_references)
     bar.update(len(scored))
     bar.close()
     if journal is not None and len(evaluate.journalled) > len(evaluate.records):
@@ -256,6 +260,10 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
     optimizer = make_optimizer(config.optimizer, space, seed, config.budget, config.sigma0, workers=config.batch)
     halving = Halving(config.halving_fraction, config.halving_eta) if config.halving else None
     scorer: BatchScorer = serial_scorer(objective)
+    # the references are soups, linear merges: a space whose own merge would weigh their weights otherwise (fisher)
+    # scores them as linear merges, in this process
+    score_references = (None if space.soup_method == space.method else
+                        serial_scorer(Objective(folds, **{**objective_kwargs, "method": space.soup_method})))
     if runtime.workers > 1:
         if specs is None:
             raise ValueError("parallel search needs fold specs to build its workers")
@@ -276,7 +284,7 @@ def search_weights(folds: Sequence[DevFold], config: SearchConfig, seed: int, jo
         points = {name: np.broadcast_to(np.asarray(weights, dtype=np.float64), shape).copy()
                   for name, weights in (references or {}).items()}
         result = run_search(space, optimizer, scorer, config.budget, journal, batch=config.batch, halving=halving,
-                            references=points)
+                            references=points, score_references=score_references)
     finally:
         if journal is not None:
             journal.close()
@@ -306,6 +314,11 @@ class SearchOutcome:
     @property
     def weights(self) -> np.ndarray:
         return np.atleast_2d(self.result.best.weights)
+
+    @property
+    def method(self) -> str:
+        """The merge method of the point kept: the space's for a point of the search, a soup's for a soup."""
+        return self.space.method if self.result.kept == "search" else self.space.soup_method
 
     @property
     def trace(self) -> list[float]:
