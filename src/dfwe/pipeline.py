@@ -241,10 +241,10 @@ def fold_specs(config: RunConfig, data: PreparedData, ingredients: Ingredients, 
     device = config.runtime.device
     fisher = config.search.space == "fisher"  # each ingredient's Fisher, on the examples it was fine-tuned on
     specs = [FoldSpec(tuple(ingredients.folders), data.dev, base, device, head_refit(config, data.train), depth,
-                      data.train if fisher else None)]
+                      data.train if fisher else None, config.seed)]
     if swapped is not None:
         specs.append(FoldSpec(tuple(swapped.folders), data.train, swapped.origin if base else None, device,
-                              head_refit(config, data.dev), depth, data.dev if fisher else None))
+                              head_refit(config, data.dev), depth, data.dev if fisher else None, config.seed))
     return specs
 
 

@@ -28,32 +28,60 @@ def _example_set(task_folder, base, split: str) -> ExampleSet:
                                                                          Preprocessing(max_length=32)))
 
 
-def test_each_ingredients_fisher_is_its_mean_squared_per_example_gradient(tiny_base, small_task, tmp_path):
+def test_each_ingredients_fisher_is_its_mean_squared_gradient_at_targets_drawn_from_itself(tiny_base, small_task,
+                                                                                          tmp_path):
     folders = perturbed_copies(tiny_base, tmp_path, 2, scale=0.2)
     train = _example_set(small_task, tiny_base, "train")
     space = WeightSpace.from_checkpoints(folders)
     model = load_model(folders[0])
     space.bind(model)
-    fisher = ingredient_fishers(space, model, train.shape, train.encoded)
+    fisher = ingredient_fishers(space, model, train.shape, train.encoded, seed=3)
 
     for index, folder in enumerate(folders):  # by hand: a fresh copy of the ingredient, one example at a time
         reference = load_model(folder).eval()
         params = dict(reference.named_parameters())
         expected = {name: torch.zeros_like(params[name]) for name in space.names}
-        rows = []
+        generator = torch.Generator().manual_seed(int(np.random.default_rng([3, index, 0xF15]).integers(2**62)))
+        rows, drawn = [], []
         for batch in eval_batches(train.encoded, 1):
             rows.append(int(batch.rows[0]))
             logits = reference(**batch.model_inputs()).logits
+            label = torch.multinomial(torch.softmax(logits.detach(), dim=-1), 1, generator=generator).reshape(1)
+            drawn.append(int(label))
             reference.zero_grad()
-            torch.nn.functional.cross_entropy(logits, batch.labels).backward()
+            torch.nn.functional.cross_entropy(logits, label).backward()
             for name in space.names:
                 expected[name] += params[name].grad ** 2 / len(train.encoded)
-        assert sorted(rows) == list(range(len(train.encoded)))
+        assert sorted(rows) == list(range(len(train.encoded))) and len(set(drawn)) > 1
         for slot in space.slots:
             got = fisher[index, slot.offset : slot.offset + slot.numel].view(slot.shape)
             torch.testing.assert_close(got, expected[slot.name], rtol=1e-4, atol=1e-10)
     assert (fisher > 0).any(dim=1).all()
     assert not torch.allclose(fisher[0], fisher[1])  # the two ingredients' Fishers differ
+    torch.testing.assert_close(ingredient_fishers(space, model, train.shape, train.encoded, seed=3), fisher,
+                               rtol=0, atol=0)  # seeded: the same draws again
+
+
+def test_targets_are_drawn_from_the_models_own_distribution():
+    generator = torch.Generator().manual_seed(0)
+    draws = 20000
+    logits = torch.tensor([[2.0, 0.0, -1.0, torch.finfo(torch.float32).min]])  # the last column is padding
+    expected = torch.softmax(logits, dim=-1)[0]
+    for name in ("classification", "multiple_choice"):
+        drawn = torch.cat([get_shape(name).sample_labels(logits, generator) for _ in range(draws)])
+        frequencies = torch.bincount(drawn, minlength=4).float() / draws
+        torch.testing.assert_close(frequencies, expected, rtol=0, atol=0.015)
+        assert frequencies[3] == 0
+    span = torch.stack([logits[0], logits[0].flip(0)])[None]  # [rows, start/end, tokens]
+    drawn = torch.cat([get_shape("span").sample_labels(span, generator) for _ in range(draws)])
+    assert drawn.shape == (draws, 2)
+    torch.testing.assert_close(torch.bincount(drawn[:, 0], minlength=4).float() / draws, expected, rtol=0, atol=0.015)
+    torch.testing.assert_close(torch.bincount(drawn[:, 1], minlength=4).float() / draws, expected.flip(0), rtol=0,
+                               atol=0.015)
+    multilabel = torch.tensor([[0.0, 2.0, -3.0]])
+    drawn = torch.cat([get_shape("multilabel").sample_labels(multilabel, generator) for _ in range(draws)])
+    torch.testing.assert_close(drawn.mean(dim=0), torch.sigmoid(multilabel)[0], rtol=0, atol=0.015)
+    assert set(drawn.unique().tolist()) == {0.0, 1.0}
 
 
 def test_the_fisher_merge_is_the_fisher_weighted_average_and_its_limits(tiny_base, tmp_path):

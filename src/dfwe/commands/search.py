@@ -74,7 +74,7 @@ def search_checkpoints(paths: Sequence[Path], dev_file: Path, settings: SearchCo
               **({"stride": stride} if stride is not None else {})}
     spec = FoldSpec(tuple(paths), dev, base=base, device=runtime.device,
                     refit=HeadRefit(train, probe_c) if train is not None else None,
-                    fisher_data=train if settings.space == "fisher" else None)
+                    fisher_data=train if settings.space == "fisher" else None, fisher_seed=seed)
     fold = spec.build()
     with output_folder(out_dir, config, resume, overwrite) as out:
         # the plain average is scored after the budget (untold to the optimiser), so the result is never worse on

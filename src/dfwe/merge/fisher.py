@@ -3,9 +3,10 @@ ingredient's own loss depends on it.
 
     merge(w) = sum_i w_i F_i theta_i / sum_i w_i F_i        (elementwise, per parameter)
 
-``F_i`` is ingredient ``i``'s diagonal empirical Fisher on the examples it was fine-tuned on (the target's few-sample
-train set): the mean over rows of the squared gradient of its training loss, with its own head, at its own weights.
-No dev data enters it, so dev stays the search's alone. Where one ingredient's loss is sensitive to a parameter and
+``F_i`` is ingredient ``i``'s diagonal Fisher on the examples it was fine-tuned on (the target's few-sample train
+set), with its own head at its own weights: the mean over rows of the squared gradient of the loss of a target drawn
+from its own prediction (:func:`squared_gradients`, seeded). No label and no dev data enters it, so dev stays the
+search's alone. Where one ingredient's loss is sensitive to a parameter and
 another's is not, the merge keeps the first one's value; a linear merge averages them whatever they mean.
 
 Each ``F_i`` is scaled to mean 1 over the space before a small floor is added (:func:`fisher_rows`): the weights
@@ -28,10 +29,14 @@ from dfwe.errors import BadInput
 FISHER_FLOOR = 1e-6
 
 
-def squared_gradients(model: torch.nn.Module, names: list[str], shape: TaskShape, data: EncodedSet) -> torch.Tensor:
-    """The mean over ``data``'s rows of each named parameter's squared gradient of the row's training loss, flat and
-    in the order of ``names`` (eval mode: no dropout). A parameter that does not train (``requires_grad`` off)
-    gets zeros."""
+def squared_gradients(model: torch.nn.Module, names: list[str], shape: TaskShape, data: EncodedSet,
+                      generator: torch.Generator) -> torch.Tensor:
+    """Each named parameter's diagonal Fisher on ``data``, flat and in the order of ``names``: the mean over rows of
+    the squared gradient of the loss of a target drawn from the model's own prediction for the row (eval mode: no
+    dropout), a one-sample estimate of the expectation over its predictive distribution. Not the rows' true labels:
+    an ingredient fits its own train set, where the gradients of the true labels' loss are what it has not learnt
+    (near zero), not how sharply its loss depends on each parameter. A parameter that does not train
+    (``requires_grad`` off) gets zeros."""
     params = dict(model.named_parameters())
     trained = [name for name in names if params[name].requires_grad]
     sizes = {name: params[name].numel() for name in names}
@@ -41,9 +46,10 @@ def squared_gradients(model: torch.nn.Module, names: list[str], shape: TaskShape
     model.eval()
     try:
         for batch in eval_batches(data, 1):  # one row at a time: the Fisher squares each example's gradient
-            batch = batch.to(device)
-            loss = shape.loss(shape.logits(model, batch), batch.labels)
-            grads = torch.autograd.grad(loss, [params[name] for name in trained], allow_unused=True)
+            logits = shape.logits(model, batch.to(device))
+            drawn = shape.sample_labels(logits.cpu(), generator).to(device)
+            grads = torch.autograd.grad(shape.loss(logits, drawn), [params[name] for name in trained],
+                                        allow_unused=True)
             for name, grad in zip(trained, grads):
                 if grad is not None:
                     total[name] += grad.detach().reshape(-1).float() ** 2

@@ -80,20 +80,21 @@ class DevFold:
         return predict_logits(self.model, data.shape, data.encoded, batch_size)
 
 
-def ingredient_fishers(space: WeightSpace, model: torch.nn.Module, shape: TaskShape, data: EncodedSet
-                       ) -> torch.Tensor:
-    """Every ingredient's raw diagonal Fisher over the parameters ``space`` holds, ``[ingredients, parameters]``:
-    each ingredient written into the live ``model`` (bound to ``space``) with its own head, its squared gradients
-    averaged over ``data``. Leaves the last ingredient in the live model."""
+def ingredient_fishers(space: WeightSpace, model: torch.nn.Module, shape: TaskShape, data: EncodedSet,
+                       seed: int = 0) -> torch.Tensor:
+    """Every ingredient's diagonal Fisher over the parameters ``space`` holds, ``[ingredients, parameters]``: each
+    ingredient written into the live ``model`` (bound to ``space``) with its own head, its Fisher measured on
+    ``data`` (:func:`dfwe.merge.fisher.squared_gradients`, targets drawn with ``seed`` and the ingredient's index).
+    Leaves the last ingredient in the live model."""
     if len(data) == 0:
         raise BadInput("fisher merging needs train examples to measure each ingredient's Fisher on; the set is empty")
     count = space.num_ingredients
-    names = space.names
     rows = torch.empty((count, space.stacked.shape[1]), dtype=torch.float32, device=space.live.device)
     bar = progress_bar(count, "fisher")
     for index in range(count):
         space.apply("linear", np.eye(count)[index][None, :])
-        rows[index] = squared_gradients(model, names, shape, data)
+        generator = torch.Generator().manual_seed(int(np.random.default_rng([seed, index, 0xF15]).integers(2**62)))
+        rows[index] = squared_gradients(model, space.names, shape, data, generator)
         bar.update(1)
     bar.close()
     return rows
@@ -109,8 +110,10 @@ class FoldSpec:
     device: str = "auto"
     refit: HeadRefit | None = None
     trunk_depth: int | None = None  # a frozen trunk of this many encoder layers: the space holds what is above it
-    # the examples every ingredient's Fisher is measured on, for merging by ``fisher`` (None: no Fisher)
+    # the examples every ingredient's Fisher is measured on, for merging by ``fisher`` (None: no Fisher), and the
+    # seed its targets are drawn with
     fisher_data: ExampleSet | None = None
+    fisher_seed: int = 0
 
     def build(self) -> DevFold:
         space = WeightSpace.from_checkpoints(list(self.checkpoints), base=self.base, device=resolve_device(self.device),
@@ -118,5 +121,6 @@ class FoldSpec:
         model = load_model(self.checkpoints[0]).to(space.live.device)
         space.bind(model)
         if self.fisher_data is not None:
-            space.set_fisher(ingredient_fishers(space, model, self.fisher_data.shape, self.fisher_data.encoded))
+            space.set_fisher(ingredient_fishers(space, model, self.fisher_data.shape, self.fisher_data.encoded,
+                                                self.fisher_seed))
         return DevFold(space, model, self.data, self.refit)

@@ -70,6 +70,15 @@ class TaskShape(ABC):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean training loss of a batch (a proper scoring rule: the search objective reuses it)."""
 
+    def sample_labels(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Targets drawn from the model's own predictive distribution at ``logits`` (a batch on the CPU), in the
+        form :meth:`loss` takes, so that ``loss(logits, sample)`` is the sample's negative log-likelihood (a Fisher is
+        an expectation over them). A shape whose loss is a cross-entropy over the last axis (labels, choices, start
+        and end tokens) draws one index per softmax there; padding, at the dtype's minimum, is never drawn."""
+        probs = torch.softmax(logits.detach().float(), dim=-1)
+        drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+        return drawn.reshape(probs.shape[:-1])
+
     def probe_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The data term of the linear probe, per example: with ``||W||^2 / (2 C n)`` added it is scikit-learn's
         logistic regression at inverse L2 strength ``C``, divided by ``C n``. A shape that makes one decision per row

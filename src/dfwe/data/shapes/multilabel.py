@@ -86,6 +86,10 @@ class Multilabel(TaskShape):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
+    def sample_labels(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        # one Bernoulli draw per label, as the loss models them
+        return torch.bernoulli(torch.sigmoid(logits.detach().float()), generator=generator)
+
     def probe_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # one logistic regression per label (scikit-learn's one-vs-rest): their losses add up per example. The
         # training loss's mean over labels would make the probe's L2 penalty count once per label (34 times on
