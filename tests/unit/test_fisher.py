@@ -131,6 +131,13 @@ def test_fisher_merging_refuses_what_it_cannot_weigh(tiny_base, tmp_path):
         space.apply("fisher", np.array([1.5, -0.5]))
     with pytest.raises(BadInput, match="NaN or Inf"):
         space.apply("fisher", np.array([np.nan, 1.0]))
+    with_base = WeightSpace.from_checkpoints(folders, base=folders[0])
+    with_base.set_fisher(torch.ones((2, with_base.stacked.shape[1])))
+    with_base.sparsify_("ties", 0.5)  # task-vector rows: the Fisher of whole checkpoints no longer applies
+    with pytest.raises(BadInput, match="Fisher on its train set"):
+        with_base.apply("fisher", np.array([0.5, 0.5]))
+    with pytest.raises(BadInput, match="task-vector rows"):
+        with_base.set_fisher(torch.ones((2, with_base.stacked.shape[1])))
 
 
 def test_a_fisher_search_keeps_its_soups_linear(tiny_base, small_task, tmp_path):

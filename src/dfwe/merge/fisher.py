@@ -6,8 +6,8 @@ ingredient's own loss depends on it.
 ``F_i`` is ingredient ``i``'s diagonal Fisher on the examples it was fine-tuned on (the target's few-sample train
 set), with its own head at its own weights: the mean over rows of the squared gradient of the loss of a target drawn
 from its own prediction (:func:`squared_gradients`, seeded). No label and no dev data enters it, so dev stays the
-search's alone. Where one ingredient's loss is sensitive to a parameter and
-another's is not, the merge keeps the first one's value; a linear merge averages them whatever they mean.
+search's alone. Where one ingredient's loss is sensitive to a parameter and another's is not, the merge keeps the
+first one's value; a linear merge averages them whatever they mean.
 
 Each ``F_i`` is scaled to mean 1 over the space before a small floor is added (:func:`fisher_rows`): the weights
 ``w`` then say how much each ingredient counts overall and the Fisher only where, and a parameter no ingredient's loss
@@ -39,8 +39,7 @@ def squared_gradients(model: torch.nn.Module, names: list[str], shape: TaskShape
     (``requires_grad`` off) gets zeros."""
     params = dict(model.named_parameters())
     trained = [name for name in names if params[name].requires_grad]
-    sizes = {name: params[name].numel() for name in names}
-    total = {name: torch.zeros(sizes[name], dtype=torch.float32, device=params[name].device) for name in names}
+    total = {name: torch.zeros(params[name].numel(), dtype=torch.float32, device=params[name].device) for name in names}
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -240,6 +240,7 @@ class WeightSpace:
             self.stacked[:n, slot.offset : slot.offset + slot.numel] = (
                 sparsified_rows(vectors, method, density, seed + index).reshape(n, -1).to(self.stacked.dtype))
         self.deltas = True
+        self.fisher = self.fisher_weighted = None  # a Fisher weighs whole checkpoints, not these rows
         return self
 
     def set_fisher(self, fisher: torch.Tensor) -> WeightSpace:
