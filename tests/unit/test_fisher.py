@@ -18,6 +18,7 @@ from dfwe.errors import BadInput
 from dfwe.merge.fisher import FISHER_FLOOR, fisher_rows
 from dfwe.merge.fold import FoldSpec, HeadRefit, ingredient_fishers
 from dfwe.merge.space import WeightSpace
+from dfwe.search.objective import Objective
 from dfwe.search.run import SearchConfig, search_stage
 
 
@@ -153,8 +154,6 @@ def test_a_fisher_search_keeps_its_soups_linear(tiny_base, small_task, tmp_path)
     soup = outcome.result.records[-1]
     assert outcome.result.references == {soup.idx: "uniform-soup"}
     linear = FoldSpec(tuple(folders), dev, device="cpu", refit=HeadRefit(train)).build()
-    from dfwe.search.objective import Objective
-
     assert soup.objective == pytest.approx(Objective([linear], "linear", "calibrated_loss")(uniform).value, abs=1e-9)
     start = outcome.result.records[0]  # the start point, the same weights merged by Fisher: another model
     assert start.objective == pytest.approx(Objective([fold], "fisher", "calibrated_loss")(uniform).value, abs=1e-9)

@@ -17,7 +17,6 @@ the same Fisher it is the linear merge.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from dfwe.data.encode import EncodedSet, eval_batches
@@ -73,12 +72,13 @@ def fisher_merge(weights: torch.Tensor, fisher: torch.Tensor, weighted: torch.Te
     return (weights @ weighted) / (weights @ fisher)
 
 
-def check_fisher_weights(weights: np.ndarray) -> None:
-    """Bad input unless every group's weights are non-negative with a positive sum (the merge divides by a
-    weighted sum of Fishers, which negative weights could bring to zero)."""
-    if (weights < 0).any() or not (weights.sum(axis=-1) > 0).all():
+def check_fisher_weights(weights: torch.Tensor) -> None:
+    """Bad input unless every group's weights (``[groups, ingredients]``) are non-negative with a positive sum (the
+    merge divides by a weighted sum of Fishers, which negative weights could bring to zero)."""
+    if (weights < 0).any() or not (weights.sum(dim=-1) > 0).all():
         raise BadInput("fisher merging takes non-negative weights with a positive sum in every group (got "
-                       f"{np.round(weights, 4).tolist()}); search the 'fisher' space, which keeps them on the simplex")
+                       f"{weights.round(decimals=4).tolist()}); search the 'fisher' space, which keeps them on the "
+                       "simplex")
 
 
 __all__ = ["FISHER_FLOOR", "check_fisher_weights", "fisher_merge", "fisher_rows", "squared_gradients"]

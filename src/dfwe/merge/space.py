@@ -28,7 +28,7 @@ from dfwe.checkpoints import weight_files
 from dfwe.errors import BadInput
 from dfwe.merge.fisher import check_fisher_weights, fisher_merge, fisher_rows
 from dfwe.merge.groups import Grouping, make_grouping
-from dfwe.merge.methods import coefficients, sparsified_rows
+from dfwe.merge.methods import coefficients, get_method, sparsified_rows
 from dfwe.modeling import in_trunk
 
 _CHUNK = 1 << 22  # values per row converted at a time when storage is bfloat16
@@ -294,7 +294,7 @@ class WeightSpace:
             raise BadInput("fisher merging needs each ingredient's Fisher on its train set: search the 'fisher' "
                            "space in a run (or give dfwe search --train), which measures it")
         weights = self._per_group(weights, self.num_ingredients)
-        check_fisher_weights(weights.cpu().numpy())
+        check_fisher_weights(weights)
         for group, start, end in self._runs:
             self.live[start:end] = fisher_merge(weights[group : group + 1], self.fisher[:, start:end],
                                                 self.fisher_weighted[:, start:end]).view(-1)
@@ -315,7 +315,7 @@ class WeightSpace:
 
     def apply(self, method: str, weights: np.ndarray) -> torch.Tensor:
         """Merge with ``method`` (see :mod:`dfwe.merge.methods`) at ``weights`` (``[groups, ingredients]``)."""
-        if method == "fisher":
+        if get_method(method).fisher:
             return self.merge_fisher(weights)
         return self.merge(coefficients(method, weights, self.has_base, self.deltas))
 
