@@ -29,6 +29,7 @@ from dfwe.eval.baselines import BEST_SINGLE, DevChoices, choose_on_dev, uniform_
 from dfwe.eval.scores import HELD_OUT, Merge, Scores, rebuilt_scores, score_methods, with_best_single
 from dfwe.io import check_output_dir, output_folder, read_json
 from dfwe.merge.fold import DevFold, FoldSpec, HeadRefit, MergeConfig
+from dfwe.merge.recipes import recipe_soups
 from dfwe.report.results import RunStages, run_results
 from dfwe.report.write import read_predictions, write_outputs, write_predictions
 from dfwe.runtime import resolve_device, torch_threads
@@ -107,10 +108,13 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
             ingredients = ingredient_stage(config, base, data, experts, device, cache)
             swapped = (ingredient_stage(config, base, data, experts, device, cache, swap=True)
                        if config.search.crossfit else None)
+            pool = merge_pool(config, ingredients, cache, depth)
+            swapped_pool = merge_pool(config, swapped, cache, depth) if swapped is not None else None
         with timing("search"):
-            specs = fold_specs(config, data, ingredients, swapped, depth)
+            specs = fold_specs(config, data, pool, swapped_pool, depth)
             folds = [spec.build() for spec in specs]
-            choices = choose_on_dev(folds[0], data.target.metric)
+            singles = None if pool is ingredients else single_fold(config, data, ingredients, depth)
+            choices = choose_on_dev(folds[0], data.target.metric, singles)
             soups = {"uniform-soup": uniform_weights(len(ingredients.items)), "greedy-soup": choices.greedy}
             search = search_stage(folds, config.search, config.seed, out, search_start(config, choices), specs,
                                   config.runtime, references=soups)
@@ -119,11 +123,11 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
                       "dfwe": Merge(search.weights, search.method)}
             splits = {"dev": data.dev, "test": data.test,
                       **({"validation": data.validation} if data.validation else {})}
-            scores = score_methods(folds[0], ingredients.keys, ingredients.names, merges, splits, cache / "logits",
+            scores = score_methods(folds[0], pool.keys, ingredients.names, merges, splits, cache / "logits",
                                    head_rule(config, data), config.runtime.eval_batch_size, config.eval.bootstrap,
-                                   config.seed)
+                                   config.seed, None if singles is None else (singles, ingredients.keys))
             barriers = loss_barriers(folds[0], ingredients.names, data.target.metric, config.eval.barriers)
-        stages = RunStages(data, experts, ingredients, choices, search, scores, barriers)
+        stages = RunStages(data, experts, ingredients, choices, search, scores, barriers, pool)
         results = run_results(config, stages, dict(timing), str(device))
         write_outputs(out, results, folds[0], ingredients.origin if search.method == "task_arithmetic" else None)
         write_predictions(out, scores, inputs_key)
@@ -201,6 +205,19 @@ def ingredient_stage(config: RunConfig, base: BaseModel, data: PreparedData, exp
                                  data.prep)
 
 
+def merge_pool(config: RunConfig, ingredients: Ingredients, cache: Path, depth: int | None) -> Ingredients:
+    """What the merges weigh (``merge.ingredients``): the kept fine-tunes themselves, or each ingredient's
+    recipe soup (:mod:`dfwe.merge.recipes`)."""
+    if config.merge.ingredients == "kept":
+        return ingredients
+    return recipe_soups(ingredients, cache / "ingredients", depth)
+
+
+def single_fold(config: RunConfig, data: PreparedData, ingredients: Ingredients, depth: int | None) -> DevFold:
+    """The kept fine-tunes on dev, for the single-model baselines when the merges weigh other models."""
+    return FoldSpec(tuple(ingredients.folders), data.dev, None, config.runtime.device, None, depth).build()
+
+
 @dataclass(frozen=True)
 class TrainedStages:
     """A run's stages up to its ingredients, for tools that re-score a finished run from its cache."""
@@ -209,10 +226,12 @@ class TrainedStages:
     data: PreparedData
     depth: int | None
     ingredients: Ingredients
+    pool: Ingredients  # what the merges weigh: the ingredients, or their recipe soups
 
     def dev_fold(self) -> DevFold:
-        """The live dev fold the run searched on (ingredients scored on dev, heads refit as the config says)."""
-        return fold_specs(self.config, self.data, self.ingredients, None, self.depth)[0].build()
+        """The live dev fold the run searched on (the merges' ingredients scored on dev, heads refit as the config
+        says)."""
+        return fold_specs(self.config, self.data, self.pool, None, self.depth)[0].build()
 
 
 def trained_stages(config: RunConfig, cache: Path) -> TrainedStages:
@@ -221,7 +240,8 @@ def trained_stages(config: RunConfig, cache: Path) -> TrainedStages:
     device = resolve_device(config.runtime.device)
     base, data, depth = trunk_inputs(config, cache, device)
     experts = expert_stage(config, base, data, device, cache)
-    return TrainedStages(config, data, depth, ingredient_stage(config, base, data, experts, device, cache))
+    ingredients = ingredient_stage(config, base, data, experts, device, cache)
+    return TrainedStages(config, data, depth, ingredients, merge_pool(config, ingredients, cache, depth))
 
 
 def trunk_inputs(config: RunConfig, cache: Path, device: torch.device) -> tuple[BaseModel, PreparedData, int | None]:

@@ -62,16 +62,19 @@ class DevChoices:
     greedy: np.ndarray
 
 
-def choose_on_dev(fold: DevFold, metric: str) -> DevChoices:
+def choose_on_dev(fold: DevFold, metric: str, singles: DevFold | None = None) -> DevChoices:
     """Score every ingredient (with its own head) and build Wortsman's greedy soup, all on ``fold``'s dev data.
 
-    ``metric`` is the task's headline metric (higher is better); soups get the run's head rule.
+    ``metric`` is the task's headline metric (higher is better); soups get the run's head rule. ``singles`` holds
+    the single models when ``fold``'s ingredients are other models (recipe soups): the best single model is
+    chosen among them, and the greedy soup visits ``fold``'s own ingredients by their dev scores.
     """
     count = fold.space.num_ingredients
 
-    def dev_score(weights: np.ndarray, refit: bool) -> float:
-        fold.merge("linear", weights, refit=refit)
-        return score(fold.logits(fold.data), fold.data)[metric]
+    def dev_score(on: DevFold, weights: np.ndarray, refit: bool) -> float:
+        on.merge("linear", weights, refit=refit)
+        return score(on.logits(on.data), on.data)[metric]
 
-    singles = [dev_score(np.eye(count)[i], refit=False) for i in range(count)]
-    return DevChoices(singles, best_single(singles), greedy_soup(singles, lambda w: dev_score(w, refit=True)))
+    pooled = [dev_score(fold, np.eye(count)[i], refit=False) for i in range(count)]
+    single = pooled if singles is None else [dev_score(singles, np.eye(count)[i], refit=False) for i in range(count)]
+    return DevChoices(single, best_single(single), greedy_soup(pooled, lambda w: dev_score(fold, w, refit=True)))

@@ -89,21 +89,23 @@ class Scores:
 
 
 def method_logits(fold: DevFold, ingredient_keys: list[str], names: list[str], merges: Mapping[str, Merge],
-                  splits: Mapping[str, ExampleSet], cache_dir: Path, head: dict[str, Any], batch_size: int
-                  ) -> dict[str, dict[str, np.ndarray]]:
+                  splits: Mapping[str, ExampleSet], cache_dir: Path, head: dict[str, Any], batch_size: int,
+                  singles: tuple[DevFold, list[str]] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per split, the outputs of each single ingredient (its own head), the logit ensemble, and each merge (the
     run's head rule). A model is merged (and its head refit) once for every split it is scored on, and not at all
-    when every split's outputs are cached."""
+    when every split's outputs are cached. ``singles`` (a fold and its ingredients' keys) holds the single models
+    when ``fold``'s ingredients, which the merges weigh, are other models (recipe soups)."""
+    single_fold, single_keys = singles or (fold, ingredient_keys)
 
-    def logits_of(merge: Merge, refit: bool, **identity: object) -> dict[str, np.ndarray]:
+    def logits_of(merge: Merge, refit: bool, on: DevFold = fold, **identity: object) -> dict[str, np.ndarray]:
         merged = False  # whether the live model holds this merge yet
 
         def compute(data: ExampleSet) -> np.ndarray:
             nonlocal merged
             if not merged:
-                fold.merge(merge.method, merge.weights, refit=refit)
+                on.merge(merge.method, merge.weights, refit=refit)
                 merged = True
-            return fold.logits(data, batch_size)
+            return on.logits(data, batch_size)
 
         return {split: cached_logits(cache_dir, {"key": content_key("logits", data=data.encoded.digest(),
                                                                     **data.encoded.trunk_parts(), **identity)},
@@ -112,7 +114,8 @@ def method_logits(fold: DevFold, ingredient_keys: list[str], names: list[str], m
 
     one_hot = np.eye(len(names))
     # a single ingredient's outputs depend on that ingredient alone; a merge's on all of them and the head rule
-    out = {name: logits_of(Merge(one_hot[i]), False, ingredient=ingredient_keys[i]) for i, name in enumerate(names)}
+    out = {name: logits_of(Merge(one_hot[i]), False, single_fold, ingredient=single_keys[i])
+           for i, name in enumerate(names)}
     out[LOGIT_ENSEMBLE] = {split: logit_ensemble([out[name][split] for name in names]) for split in splits}
     for name, merge in merges.items():
         out[name] = logits_of(merge, True, ingredients=ingredient_keys, method=merge.method,
@@ -122,13 +125,13 @@ def method_logits(fold: DevFold, ingredient_keys: list[str], names: list[str], m
 
 def score_methods(fold: DevFold, ingredient_keys: list[str], names: list[str], merges: Mapping[str, Merge],
                   splits: Mapping[str, ExampleSet], cache_dir: Path, head: dict[str, Any], batch_size: int,
-                  resamples: int, seed: int) -> Scores:
+                  resamples: int, seed: int, singles: tuple[DevFold, list[str]] | None = None) -> Scores:
     """Score every method on every split; test intervals; keep the held-out splits' per-example statistics and
-    decoded predictions."""
+    decoded predictions. ``singles``: as :func:`method_logits` says."""
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     stats: dict[str, dict[str, MetricStats]] = {}
     predictions: dict[str, dict[str, list[Any]]] = {}
-    outputs = method_logits(fold, ingredient_keys, names, merges, splits, cache_dir, head, batch_size)
+    outputs = method_logits(fold, ingredient_keys, names, merges, splits, cache_dir, head, batch_size, singles)
     for split, data in splits.items():
         for method, logits in outputs[split].items():
             decoded = data.shape.decode(logits, data.encoded, data.examples, data.task)

@@ -46,6 +46,10 @@ class MergeConfig(Frozen):
     # so a cap bounds what a long-input task's refit costs (token features of thousands of windows) at a small
     # change to the fitted head.
     refit_iterations: int = Field(500, ge=1)
+    # what each ingredient is in the merges (the soups, dfwe): "kept", the fine-tune of the recipe it kept on dev;
+    # "recipe_soup", the average of its fine-tunes over every recipe of target.grid (dfwe.merge.recipes). The
+    # single-model baselines are the kept fine-tunes either way.
+    ingredients: Literal["kept", "recipe_soup"] = "kept"
 
 
 @dataclass(frozen=True)

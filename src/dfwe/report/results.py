@@ -27,6 +27,7 @@ class RunStages:
     search: SearchOutcome
     scores: Scores
     barriers: list[dict]
+    pool: Ingredients  # what the merges weigh: the ingredients, or their recipe soups (merge.ingredients)
 
 
 def describe_methods(config: RunConfig, stages: RunStages) -> dict[str, dict[str, Any]]:
@@ -73,7 +74,9 @@ def run_results(config: RunConfig, stages: RunStages, timing: dict[str, float], 
         "ingredients": ingredients.names,
         # the content keys of the cached artefacts this run used (see dfwe.cache)
         "cache_keys": {"experts": {name: expert.key for name, expert in stages.experts.items()},
-                       "ingredients": dict(zip(ingredients.names, ingredients.keys))},
+                       "ingredients": dict(zip(ingredients.names, ingredients.keys)),
+                       **({"merged_ingredients": dict(zip(ingredients.names, stages.pool.keys))}
+                          if stages.pool is not ingredients else {})},
         "dev_choices": {"metric": task.metric, "scores": dict(zip(ingredients.names, choices.scores)),
                         "best": best, "greedy": choices.greedy.tolist()},
         "few_shot": {"train_ids": [e.id for e in data.train.examples], "dev_ids": [e.id for e in data.dev.examples]},

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -99,12 +99,14 @@ def folder_name(ingredient: str) -> str:
 
 @dataclass(frozen=True)
 class Ingredient:
-    """One target fine-tuned model: its method name, folder, content key and the recipe it chose on dev."""
+    """One target fine-tuned model: its method name, folder, content key and the recipe it chose on dev, and the
+    fine-tune of every recipe it tried, in the grid's order (empty for a grid cached whole by an earlier version)."""
 
     name: str
     folder: Path
     key: str
     recipe: dict[str, Any]
+    tried: tuple["Ingredient", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,13 +180,14 @@ def fine_tune_ingredient(name: str, start: Expert | None, config: TargetConfig, 
              or _train_recipe(name, start, recipe, config, base, train, dev, heads, seed, device, cache_dir, prep, parts)
              for recipe, parts in runs]
     if len(tried) == 1:
-        return tried[0]
+        return replace(tried[0], tried=(tried[0],))
     metric = config.train.select_metric
     sign = 1 if metric in LOWER_IS_BETTER else -1
     values = [sign * _dev_value(ingredient, metric) for ingredient in tried]
     best = tried[values.index(min(values))]
     entries = [{k: v for k, v in ingredient.recipe.items() if k != "grid"} for ingredient in tried]
-    return Ingredient(name, best.folder, best.key, {**entries[tried.index(best)], "grid": entries})
+    return Ingredient(name, best.folder, best.key, {**entries[tried.index(best)], "grid": entries},
+                      tuple(tried))
 
 
 def _recipe_parts(start: Expert | None, config: TargetConfig, grid: list[TrainConfig], base: BaseModel,
