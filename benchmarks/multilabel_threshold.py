@@ -62,8 +62,8 @@ def run_outputs(seed_dir: Path, cache: Path) -> tuple[dict[str, dict[str, np.nda
               "greedy-soup": Merge(np.asarray(methods["greedy-soup"]["weights"])),
               "dfwe": Merge(np.asarray(methods["dfwe"]["weights"]), methods["dfwe"]["method"])}
     splits = {"dev": data.dev, "test": data.test, "validation": data.validation}
-    outputs = method_logits(fold, ingredients.keys, ingredients.names, merges, splits, cache / "logits",
-                            head_rule(config, data), config.runtime.eval_batch_size)
+    outputs = method_logits(fold, stages.pool.keys, ingredients.names, merges, splits, cache / "logits",
+                            head_rule(config, data), config.runtime.eval_batch_size, stages.singles())
     selected = methods[BEST_SINGLE]["selected"]
     for by_method in outputs.values():
         by_method[BEST_SINGLE] = by_method[selected]

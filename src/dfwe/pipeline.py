@@ -233,6 +233,13 @@ class TrainedStages:
         says)."""
         return fold_specs(self.config, self.data, self.pool, None, self.depth)[0].build()
 
+    def singles(self) -> tuple[DevFold, list[str]] | None:
+        """The kept fine-tunes' fold and keys, for scoring the single models, when the merges weigh other models
+        (recipe soups); None when :meth:`dev_fold` holds them."""
+        if self.pool is self.ingredients:
+            return None
+        return single_fold(self.config, self.data, self.ingredients, self.depth), self.ingredients.keys
+
 
 def trained_stages(config: RunConfig, cache: Path) -> TrainedStages:
     """Data, frozen trunk, experts and ingredients of the run ``config`` describes, read back from ``cache``

@@ -47,25 +47,13 @@ def test_best_single_uniform_and_logit_ensemble():
     np.testing.assert_allclose(logit_ensemble([a, b]), [[2.0, 1.0]])
 
 
-def test_choose_on_dev_scores_singles_with_their_heads_and_soups_with_the_head_rule():
-    rng = np.random.default_rng(0)
-    gold = rng.integers(0, 3, size=40)
-    labels = ("a", "b", "c")
-    task = Task(name="t", path=Path("t"), shape="classification", labels=labels, metric="accuracy", splits={})
-    examples = tuple(Example(id=str(i), text="x", label=labels[g]) for i, g in enumerate(gold))
-    tokens = torch.zeros((40, 1), dtype=torch.long)  # scoring reads only the targets
-    encoded = EncodedSet(ids=tuple(e.id for e in examples), input_ids=tokens, token_type_ids=tokens,
-                         lengths=torch.ones(40, dtype=torch.long), labels=torch.tensor(gold), pad_id=0)
-    data = ExampleSet(task, examples, encoded)
-    # four ingredients of different skill: logits = noise + skill * one-hot(gold)
-    ingredient_logits = [rng.normal(size=(40, 3)) + skill * np.eye(3)[gold] for skill in (0.2, 1.5, 0.8, 1.0)]
+def _linear_fold(data, ingredient_logits):
+    """A stand-in for a live model whose output is the weighted sum of the ingredients' logits."""
 
     class Space:
-        num_ingredients = 4
+        num_ingredients = len(ingredient_logits)
 
     class Fold:
-        """A live model whose output is the weighted sum of the ingredients' logits."""
-
         def __init__(self):
             self.space, self.data, self.calls, self.weights = Space(), data, [], None
 
@@ -76,7 +64,48 @@ def test_choose_on_dev_scores_singles_with_their_heads_and_soups_with_the_head_r
         def logits(self, data, batch_size=64):
             return sum(w * logits for w, logits in zip(self.weights, ingredient_logits))
 
-    fold = Fold()
+    return Fold()
+
+
+def _dev_set(gold):
+    labels = ("a", "b", "c")
+    task = Task(name="t", path=Path("t"), shape="classification", labels=labels, metric="accuracy", splits={})
+    examples = tuple(Example(id=str(i), text="x", label=labels[g]) for i, g in enumerate(gold))
+    tokens = torch.zeros((len(gold), 1), dtype=torch.long)  # scoring reads only the targets
+    encoded = EncodedSet(ids=tuple(e.id for e in examples), input_ids=tokens, token_type_ids=tokens,
+                         lengths=torch.ones(len(gold), dtype=torch.long), labels=torch.tensor(gold), pad_id=0)
+    return ExampleSet(task, examples, encoded)
+
+
+def test_choose_on_dev_picks_the_best_single_among_singles_and_the_greedy_soup_over_the_pool():
+    """With recipe soups the merges' pool holds other models than the single baselines: the best single model
+    is chosen among the singles' dev scores, the greedy soup visits the pool's own models by theirs."""
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 3, size=40)
+    data = _dev_set(gold)
+    pool_logits = [rng.normal(size=(40, 3)) + skill * np.eye(3)[gold] for skill in (0.2, 1.5, 0.8, 1.0)]
+    single_logits = [rng.normal(size=(40, 3)) + skill * np.eye(3)[gold] for skill in (2.0, 0.1, 0.3, 0.2)]
+    pool, singles = _linear_fold(data, pool_logits), _linear_fold(data, single_logits)
+    choices = choose_on_dev(pool, "accuracy", singles)
+
+    def accuracy(logits, weights):
+        return accuracy_score(gold, sum(w * out for w, out in zip(weights, logits)).argmax(axis=1))
+
+    single_scores = [accuracy(single_logits, np.eye(4)[i]) for i in range(4)]
+    pool_scores = [accuracy(pool_logits, np.eye(4)[i]) for i in range(4)]
+    assert choices.scores == pytest.approx(single_scores, abs=1e-12) and choices.best == 0
+    np.testing.assert_allclose(choices.greedy, greedy_soup(pool_scores, lambda w: accuracy(pool_logits, w)))
+    assert choices.greedy[1] > 0  # the pool's best model starts the soup, not the singles' best
+    assert all(not refit for _, _, refit in singles.calls)  # singles are only ever scored as trained
+
+
+def test_choose_on_dev_scores_singles_with_their_heads_and_soups_with_the_head_rule():
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, size=40)
+    data = _dev_set(gold)
+    # four ingredients of different skill: logits = noise + skill * one-hot(gold)
+    ingredient_logits = [rng.normal(size=(40, 3)) + skill * np.eye(3)[gold] for skill in (0.2, 1.5, 0.8, 1.0)]
+    fold = _linear_fold(data, ingredient_logits)
     choices = choose_on_dev(fold, "accuracy")
 
     def accuracy(weights):
