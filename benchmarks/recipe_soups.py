@@ -38,7 +38,7 @@ def unit_rows(results: dict, cache: Path) -> dict:
     config, data, items = stages.config, stages.data, stages.ingredients.items
     if any(not item.tried for item in items):
         raise SystemExit("an ingredient was cached whole by an earlier version: its recipes' folders are unknown")
-    folders = [folder for item in items for folder in item.tried]
+    folders = [fine_tune.folder for item in items for fine_tune in item.tried]
     owner = np.array([index for index, item in enumerate(items) for _ in item.tried])
     kept = np.array([folder == items[i].folder for folder, i in zip(folders, owner)], dtype=float)
     fold = FoldSpec(tuple(folders), data.dev, None, config.runtime.device, head_refit(config, data.train),
@@ -47,10 +47,26 @@ def unit_rows(results: dict, cache: Path) -> dict:
     if dfwe.shape[0] != 1:
         raise SystemExit("per-layer dfwe weights: this reading splits model-level weights only")
     dfwe = dfwe[0]
+    metric = data.target.metric
+    # each ingredient, kept fine-tune against recipe soup, as a single model (its own head: the shared probe), and
+    # the member a per-ingredient rule would put in the pool: the lower calibrated dev loss
+    members, singles = [], {}
+    for index, item in enumerate(items):
+        own = owner == index
+        candidates = {"kept": kept * own, "soup": own / own.sum()}
+        scored = {}
+        for kind, weights in candidates.items():
+            fold.merge("linear", weights, refit=False)
+            scored[kind] = {"dev_calibrated_loss": score(fold.logits(data.dev), data.dev)["calibrated_loss"],
+                            f"validation_{metric}": score(fold.logits(data.validation), data.validation)[metric]}
+        choice = min(scored, key=lambda kind: scored[kind]["dev_calibrated_loss"])
+        members.append(candidates[choice])
+        singles[item.name] = {**scored, "chosen": choice}
+    chosen = np.sum(members, axis=0)
     per_recipe = np.array([1.0 / len(items[i].tried) for i in owner])
     merges = {"uniform-kept": kept / kept.sum(), "uniform-all": np.full(len(folders), 1.0 / len(folders)),
-              "greedy-all": choose_on_dev(fold, data.target.metric).greedy, "dfwe-split": dfwe[owner] * per_recipe}
-    metric = data.target.metric
+              "greedy-all": choose_on_dev(fold, data.target.metric).greedy, "dfwe-split": dfwe[owner] * per_recipe,
+              "uniform-chosen": chosen / len(items), "dfwe-chosen": dfwe[owner] * chosen}
     rows = {}
     for name, weights in merges.items():
         fold.merge("linear", weights)
@@ -60,7 +76,9 @@ def unit_rows(results: dict, cache: Path) -> dict:
                       f"dev_{metric}": dev[metric], f"validation_{metric}": validation[metric]}
         print(f"{config.data.target:26s} seed {config.seed} {name:13s} dev loss {dev['calibrated_loss']:.4f}  "
               f"dev {dev[metric]:.4f}  validation {validation[metric]:.4f}", flush=True)
-    return {"metric": metric, "ingredients": [f.name for f in folders], "rows": rows,
+    print(f"{config.data.target:26s} seed {config.seed} soups chosen on dev: "
+          + ", ".join(name for name, row in singles.items() if row["chosen"] == "soup"), flush=True)
+    return {"metric": metric, "ingredients": [f.name for f in folders], "rows": rows, "singles": singles,
             "run_validation": {m: results["methods"][m]["validation"][metric] for m in ("uniform-soup", "dfwe")}}
 
 
@@ -75,7 +93,7 @@ def main() -> None:
         results = json.loads(path.read_text())
         with torch_threads(results["config"]["runtime"]["threads"]):
             units[f"{results['config']['data']['target']}/{results['config']['seed']}"] = unit_rows(results, args.cache)
-    names = ["uniform-kept", "uniform-all", "greedy-all", "dfwe-split"]
+    names = ["uniform-kept", "uniform-all", "greedy-all", "dfwe-split", "uniform-chosen", "dfwe-chosen"]
     for split in ("dev_calibrated_loss", "validation"):
         means = {n: np.mean([next(v for k, v in u["rows"][n].items() if k.startswith(split)) for u in units.values()])
                  for n in names}

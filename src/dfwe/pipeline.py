@@ -29,7 +29,7 @@ from dfwe.eval.baselines import BEST_SINGLE, DevChoices, choose_on_dev, uniform_
 from dfwe.eval.scores import HELD_OUT, Merge, Scores, rebuilt_scores, score_methods, with_best_single
 from dfwe.io import check_output_dir, output_folder, read_json
 from dfwe.merge.fold import DevFold, FoldSpec, HeadRefit, MergeConfig
-from dfwe.merge.recipes import recipe_soups
+from dfwe.merge.recipes import better_on_dev, recipe_soups
 from dfwe.report.results import RunStages, run_results
 from dfwe.report.write import read_predictions, write_outputs, write_predictions
 from dfwe.runtime import resolve_device, torch_threads
@@ -108,8 +108,8 @@ def _run_stages(config: RunConfig, out_dir: Path, resume: bool, overwrite: bool,
             ingredients = ingredient_stage(config, base, data, experts, device, cache)
             swapped = (ingredient_stage(config, base, data, experts, device, cache, swap=True)
                        if config.search.crossfit else None)
-            pool = merge_pool(config, ingredients, cache, depth)
-            swapped_pool = merge_pool(config, swapped, cache, depth) if swapped is not None else None
+            pool = merge_pool(config, ingredients, data.dev, cache, depth)
+            swapped_pool = merge_pool(config, swapped, data.train, cache, depth) if swapped is not None else None
         with timing("search"):
             specs = fold_specs(config, data, pool, swapped_pool, depth)
             folds = [spec.build() for spec in specs]
@@ -205,12 +205,18 @@ def ingredient_stage(config: RunConfig, base: BaseModel, data: PreparedData, exp
                                  data.prep)
 
 
-def merge_pool(config: RunConfig, ingredients: Ingredients, cache: Path, depth: int | None) -> Ingredients:
-    """What the merges weigh (``merge.ingredients``): the kept fine-tunes themselves, or each ingredient's
-    recipe soup (:mod:`dfwe.merge.recipes`)."""
+def merge_pool(config: RunConfig, ingredients: Ingredients, dev: ExampleSet, cache: Path,
+               depth: int | None) -> Ingredients:
+    """What the merges weigh (``merge.ingredients``): the kept fine-tunes themselves, each ingredient's recipe soup
+    (:mod:`dfwe.merge.recipes`), or per ingredient whichever of the two is better on ``dev`` (the examples its
+    recipe was chosen on)."""
     if config.merge.ingredients == "kept":
         return ingredients
-    return recipe_soups(ingredients, cache / "ingredients", depth)
+    soups = recipe_soups(ingredients, cache / "ingredients", depth)
+    if config.merge.ingredients == "recipe_soup":
+        return soups
+    both = FoldSpec((*ingredients.folders, *soups.folders), dev, None, config.runtime.device, None, depth)
+    return better_on_dev(ingredients, soups, both.build(), config.target.train.select_metric)
 
 
 def single_fold(config: RunConfig, data: PreparedData, ingredients: Ingredients, depth: int | None) -> DevFold:
@@ -248,7 +254,7 @@ def trained_stages(config: RunConfig, cache: Path) -> TrainedStages:
     base, data, depth = trunk_inputs(config, cache, device)
     experts = expert_stage(config, base, data, device, cache)
     ingredients = ingredient_stage(config, base, data, experts, device, cache)
-    return TrainedStages(config, data, depth, ingredients, merge_pool(config, ingredients, cache, depth))
+    return TrainedStages(config, data, depth, ingredients, merge_pool(config, ingredients, data.dev, cache, depth))
 
 
 def trunk_inputs(config: RunConfig, cache: Path, device: torch.device) -> tuple[BaseModel, PreparedData, int | None]:

@@ -1,9 +1,10 @@
-"""``merge.ingredients: recipe_soup``: the merges weigh each ingredient's average over its recipes' fine-tunes.
+"""``merge.ingredients``: the merges weigh each ingredient's average over its recipes' fine-tunes, or per
+ingredient whichever of that soup and its kept fine-tune is better on dev.
 
-Two runs on one cache, a tiny suite, a two-recipe grid and a frozen trunk: ``kept`` and ``recipe_soup``. The single
-models (and so the logit ensemble and the best single model) are the same in both; each soup is the exact average
-of its two fine-tunes above the trunk and the first's trunk bit for bit, with a mergekit recipe naming them; dfwe's
-exported merge is its weights applied to the soups; a rerun trains and writes nothing again.
+Runs on one cache, a tiny suite, a two-recipe grid and a frozen trunk: ``kept``, ``recipe_soup`` and
+``best_on_dev``. The single models (and so the logit ensemble and the best single model) are the same in all; each
+soup is the exact average of its two fine-tunes above the trunk and the first's trunk bit for bit, with a mergekit
+recipe naming them; dfwe's exported merge is its weights applied to the soups; a rerun writes no soup again.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from conftest import friends_rows, write_task
 from safetensors.torch import load_file
 
 from dfwe.config import config_from_dict
+from dfwe.data.encode import EncodedSet
+from dfwe.data.records import Example, Task
+from dfwe.data.sets import ExampleSet
 from dfwe.errors import BadInput
-from dfwe.merge.recipes import recipe_soup
+from dfwe.merge.recipes import better_on_dev, recipe_soup
 from dfwe.modeling import in_trunk
 from dfwe.pipeline import run
-from dfwe.train.target import Ingredient
+from dfwe.train.target import Ingredient, Ingredients
 
 LABELS = ["x", "y", "z"]
 SINGLES = ("base-ft", "expert-ft:a", "expert-ft:b", "multitask-ft", "logit-ensemble", "best-expert-ft")
@@ -87,8 +91,55 @@ def test_merges_weigh_recipe_soups_and_the_single_models_stay_the_kept_fine_tune
 
     # a rerun reads every soup back: nothing is written again
     written = {p: p.stat().st_mtime_ns for f in folders.values() for p in f.iterdir()}
-    run(_config(suite, tiny_base, "recipe_soup"), tmp_path / "again", cache=cache)
+    either = run(_config(suite, tiny_base, "best_on_dev"), tmp_path / "again", cache=cache)
     assert {p: p.stat().st_mtime_ns for f in folders.values() for p in f.iterdir()} == written
+    # best_on_dev: each ingredient is its kept fine-tune or its soup; the single models are unchanged
+    for name, key in either["cache_keys"]["merged_ingredients"].items():
+        assert key in (kept["cache_keys"]["ingredients"][name], soups[name])
+    for method in SINGLES:
+        assert either["methods"][method]["test"] == kept["methods"][method]["test"], method
+
+
+def test_better_on_dev_keeps_per_ingredient_the_lower_dev_loss_and_the_kept_one_on_a_tie(tmp_path):
+    """Three ingredients whose soups are better, worse and exactly as good on dev as their kept fine-tunes."""
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, size=30)
+    data = _classification_set(gold)
+    sharp, blunt = 3.0 * np.eye(3)[gold], 0.5 * np.eye(3)[gold]
+    noise = rng.normal(size=(30, 3))
+    # rows: kept 0-2, then soups 0-2 (ingredient 0's soup is sharper, 1's blunter, 2's the same model's outputs)
+    outputs = [noise + blunt, noise + sharp, noise + blunt, noise + sharp, noise + blunt, noise + blunt]
+    fold = _OutputsFold(data, outputs)
+    kept = Ingredients(tuple(Ingredient(f"i{i}", tmp_path / f"k{i}", f"k{i}", {}) for i in range(3)), tmp_path)
+    soups = Ingredients(tuple(Ingredient(f"i{i}", tmp_path / f"s{i}", f"s{i}", {}) for i in range(3)), tmp_path)
+    chosen = better_on_dev(kept, soups, fold, "calibrated_loss")
+    assert [i.key for i in chosen.items] == ["s0", "k1", "k2"]
+    assert all(not refit for refit in fold.refits)  # each scored as trained, with its own head
+    assert better_on_dev(kept, soups, _OutputsFold(data, outputs), "accuracy").items[2].key == "k2"
+
+
+class _OutputsFold:
+    """A stand-in for a live fold whose model, at a one-hot merge, outputs that row's fixed logits."""
+
+    def __init__(self, data, outputs):
+        self.data, self.outputs, self.refits, self.row = data, outputs, [], None
+
+    def merge(self, method, weights, refit=True):
+        self.refits.append(refit)
+        self.row = int(np.argmax(weights))
+
+    def logits(self, data, batch_size=64):
+        return self.outputs[self.row]
+
+
+def _classification_set(gold):
+    labels = ("a", "b", "c")
+    task = Task(name="t", path=Path("t"), shape="classification", labels=labels, metric="accuracy", splits={})
+    examples = tuple(Example(id=str(i), text="x", label=labels[g]) for i, g in enumerate(gold))
+    tokens = torch.zeros((len(gold), 1), dtype=torch.long)
+    encoded = EncodedSet(ids=tuple(e.id for e in examples), input_ids=tokens, token_type_ids=tokens,
+                         lengths=torch.ones(len(gold), dtype=torch.long), labels=torch.tensor(gold), pad_id=0)
+    return ExampleSet(task, examples, encoded)
 
 
 def test_an_ingredient_without_its_recipes_fine_tunes_is_refused(tmp_path):

@@ -47,9 +47,10 @@ class MergeConfig(Frozen):
     # change to the fitted head.
     refit_iterations: int = Field(500, ge=1)
     # what each ingredient is in the merges (the soups, dfwe): "kept", the fine-tune of the recipe it kept on dev;
-    # "recipe_soup", the average of its fine-tunes over every recipe of target.grid (dfwe.merge.recipes). The
-    # single-model baselines are the kept fine-tunes either way.
-    ingredients: Literal["kept", "recipe_soup"] = "kept"
+    # "recipe_soup", the average of its fine-tunes over every recipe of target.grid (dfwe.merge.recipes);
+    # "best_on_dev", whichever of the two scores better on dev by target.train.select_metric. The single-model
+    # baselines are the kept fine-tunes in every case.
+    ingredients: Literal["kept", "recipe_soup", "best_on_dev"] = "kept"
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,13 @@ import numpy as np
 
 from dfwe.cache import content_key, write_key
 from dfwe.checkpoints import save_tensors_like
+from dfwe.data.metrics import score
 from dfwe.errors import BadInput
 from dfwe.io import atomic_dir
 from dfwe.merge.export import mergekit_config, write_mergekit_yaml
+from dfwe.merge.fold import DevFold
 from dfwe.merge.space import WeightSpace
+from dfwe.stats import LOWER_IS_BETTER
 from dfwe.train.experts import TRAIN_LOG
 from dfwe.train.target import Ingredient, Ingredients, folder_name
 
@@ -61,4 +64,19 @@ def recipe_soups(ingredients: Ingredients, cache_dir: Path, trunk_depth: int | N
     return Ingredients(tuple(recipe_soup(i, cache_dir, trunk_depth) for i in ingredients.items), ingredients.origin)
 
 
-__all__ = ["recipe_soup", "recipe_soups"]
+def better_on_dev(kept: Ingredients, soups: Ingredients, fold: DevFold, metric: str) -> Ingredients:
+    """Per ingredient, its kept fine-tune or its recipe soup, whichever scores better by ``metric`` on ``fold``'s
+    dev data, each with its own head (the kept fine-tune on a tie). ``fold`` holds the kept fine-tunes and then the
+    soups, in that order."""
+    count = len(kept.items)
+    values = []
+    for row in range(2 * count):
+        fold.merge("linear", np.eye(2 * count)[row], refit=False)
+        values.append(score(fold.logits(fold.data), fold.data)[metric])
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    chosen = (soup if sign * values[count + i] < sign * values[i] else own
+              for i, (own, soup) in enumerate(zip(kept.items, soups.items)))
+    return Ingredients(tuple(chosen), kept.origin)
+
+
+__all__ = ["better_on_dev", "recipe_soup", "recipe_soups"]
