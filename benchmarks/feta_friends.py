@@ -194,10 +194,21 @@ def challenge_scores(average: dict[str, Any]) -> dict[str, dict]:
     return scores
 
 
-def assemble(units: list[Path], suite: Path, resamples: int) -> dict[str, Any]:
+def only_like(found: dict[str, dict[int, dict[str, Any]]],
+              like: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """The units of ``found`` whose target and seed ``like`` also holds: one protocol's table over the units that
+    another, partial one has finished, so that the two compare over the same targets and seeds."""
+    kept = {target: {seed: unit for seed, unit in seeds.items() if seed in like.get(target, {})}
+            for target, seeds in found.items()}
+    return {target: seeds for target, seeds in kept.items() if seeds}
+
+
+def assemble(units: list[Path], suite: Path, resamples: int, like: list[Path] | None = None) -> dict[str, Any]:
     """The suite's table: each target over every seed it has finished, the averages over targets over the seeds
-    that every target has finished."""
+    that every target has finished; with ``like`` (unit folders), only the targets and seeds that they hold."""
     found = read_units(units)
+    if like:
+        found = only_like(found, read_units(like))
     where = " ".join(map(str, units))
     if not found:
         raise SystemExit(f"{where}: no units (run `units` first)")
@@ -214,7 +225,8 @@ def assemble(units: list[Path], suite: Path, resamples: int) -> dict[str, Any]:
     table = {"suite": str(suite), "seeds": common, "targets": targets, "average": average,
              "average_paired": average_differences(stats, metrics, resamples, common[0]),
              "challenge": challenge_scores(average),
-             "units": {t: sorted(seeds) for t, seeds in found.items()}, "unit_folders": [str(u) for u in units]}
+             "units": {t: sorted(seeds) for t, seeds in found.items()}, "unit_folders": [str(u) for u in units],
+             **({"like": [str(u) for u in like]} if like else {})}
     most = max((sorted(seeds) for seeds in found.values()), key=len)
     if most != common:  # a partial later seed: also average the targets that have it, over all their seeds
         subset = [t for t, seeds in found.items() if set(most) <= set(seeds)]
@@ -337,6 +349,8 @@ def main() -> None:
     table.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
     table.add_argument("--json", type=Path, required=True)
     table.add_argument("--bootstrap", type=int, default=1000)
+    table.add_argument("--like", type=Path, nargs="+",
+                       help="unit folders: keep only the targets and seeds they hold (two protocols on the same units)")
     submission = commands.add_parser("submission", help="write FETA's Codalab files of every unit")
     submission.add_argument("--units", type=Path, nargs="+", required=True)
     submission.add_argument("--suite", type=Path, default=Path("../shared/data/feta_friends"))
@@ -348,7 +362,7 @@ def main() -> None:
         for path in paths:
             print(path)
         return
-    result = assemble(args.units, args.suite, args.bootstrap)
+    result = assemble(args.units, args.suite, args.bootstrap, args.like)
     print_tables(result)
     atomic_write_json(args.json, result)
 

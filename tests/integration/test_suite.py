@@ -169,6 +169,20 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
     assert replaced["targets"]["rel"]["seeds"]["0"]["timing_seconds"] == {"search": 12345.0}
     assert replaced["targets"]["emo"]["seeds"] == table["targets"]["emo"]["seeds"]
     assert replaced["average"] == table["average"] and replaced["unit_folders"] == [str(units), str(tmp_path / "later")]
+    # --like: the table over the targets and seeds another folder holds (here two of the four), read from --units
+    for name in ("emo", "rel"):
+        (tmp_path / "like" / "seed-0").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "like" / "seed-0" / f"{name}.json").write_text(json.dumps({"target": name, "seed": 0}))
+    liked = subprocess.run([sys.executable, str(script), "table", "--units", str(units), "--like", str(tmp_path / "like"),
+                            "--suite", str(suite), "--json", str(table_file), "--bootstrap", "20"],
+                           capture_output=True, text=True)
+    assert liked.returncode == 0, liked.stderr
+    pair = json.loads(table_file.read_text())
+    assert pair["units"] == {"emo": [0], "rel": [0]} and pair["like"] == [str(tmp_path / "like")]
+    assert pair["targets"]["emo"] == table["targets"]["emo"] and pair["targets"]["rel"] == table["targets"]["rel"]
+    assert pair["average_paired"]["base-ft"]["mean"] == pytest.approx(
+        sum(results["targets"][t]["paired"]["test"]["base-ft"][results["targets"][t]["task"]["metric"]]["mean"]
+            for t in ("emo", "rel")) / 2)
     # the Codalab files rebuilt from the units are the run's own, byte for byte
     rebuilt = tmp_path / "submission"
     written = subprocess.run([sys.executable, str(script), "submission", "--units", str(units), "--suite", str(suite),
