@@ -20,6 +20,8 @@ method, and FETA's challenge score, and prints the tables; ``submission`` writes
 (``seed-<s>/<task>/{baseline_predictions,predictions}.csv``) of every unit. Both read one or more unit folders,
 a later folder's unit replacing an earlier one's of the same target and seed: a protocol that changes one
 target keeps that target's units alone in its own folder (``--units feta_friends_v3 feta_friends_v4``).
+``table --like <folders>`` keeps only the targets and seeds those folders hold: a protocol's table beside a partial
+one's over the same units.
 """
 
 from __future__ import annotations
