@@ -209,9 +209,10 @@ def assemble(units: list[Path], suite: Path, resamples: int, like: list[Path] | 
     """The suite's table: each target over every seed it has finished, the averages over targets over the seeds
     that every target has finished; with ``like`` (unit folders), only the targets and seeds that they hold."""
     found = read_units(units)
+    where = " ".join(map(str, units))
     if like:
         found = only_like(found, read_units(like))
-    where = " ".join(map(str, units))
+        where += f" (only the targets and seeds of --like {' '.join(map(str, like))})"
     if not found:
         raise SystemExit(f"{where}: no units (run `units` first)")
     common = sorted(set.intersection(*(set(seeds) for seeds in found.values())))

@@ -173,8 +173,9 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
     for name in ("emo", "rel"):
         (tmp_path / "like" / "seed-0").mkdir(parents=True, exist_ok=True)
         (tmp_path / "like" / "seed-0" / f"{name}.json").write_text(json.dumps({"target": name, "seed": 0}))
-    liked = subprocess.run([sys.executable, str(script), "table", "--units", str(units), "--like", str(tmp_path / "like"),
-                            "--suite", str(suite), "--json", str(table_file), "--bootstrap", "20"],
+    liked = subprocess.run([sys.executable, str(script), "table", "--units", str(units),
+                            "--like", str(tmp_path / "like"), "--suite", str(suite), "--json", str(table_file),
+                            "--bootstrap", "20"],
                            capture_output=True, text=True)
     assert liked.returncode == 0, liked.stderr
     pair = json.loads(table_file.read_text())

@@ -3,8 +3,9 @@
 Every ingredient tries each recipe of the grid from the same start and keeps one by its dev score; the others are
 cached and otherwise unused. Fine-tunes of one start at different learning rates often lie in one basin, and their
 average (a model soup across hyperparameters, Wortsman et al. 2022) can be better than either; where one recipe
-under-trains it is not (FETA-Friends' character identification: docs/results.md, "Round 10"). With ``merge.ingredients: recipe_soup`` the merges (the soups and dfwe's search) take these averages as
-their ingredients; the single-model baselines (``base-ft``, ``multitask-ft``, ...) stay the kept fine-tunes.
+under-trains it is not (FETA-Friends' character identification: docs/results.md, "Round 10"). With
+``merge.ingredients: recipe_soup`` the merges (the soups and dfwe's search) take these averages as their
+ingredients; the single-model baselines (``base-ft``, ``multitask-ft``, ...) stay the kept fine-tunes.
 
 Each soup is a model folder in the ingredient cache, keyed by the content keys of the fine-tunes it averages, with
 the ``mergekit.yaml`` that rebuilds it from them. Only what trains is averaged; a frozen trunk is the first
