@@ -31,7 +31,7 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -49,6 +49,12 @@ from dfwe.stats import MetricStats, difference_summary, resampled_difference  # 
 from dfwe.train.target import BASE_FT  # noqa: E402
 
 CHALLENGE_BASELINE_WEIGHT = 0.1  # FETA's Codalab score: transfer delta + 0.1 x the baseline's score
+
+
+def bad_input(message: str) -> NoReturn:
+    """One line on stderr and exit code 2, as the dfwe command gives for bad input; nothing is written."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def collect_units(run: Path, units: Path, overwrite: bool = False) -> list[Path]:
@@ -118,7 +124,7 @@ def held_out_examples(suite: Path, unit: dict[str, Any]) -> tuple[Task, list[Exa
     by_id = {e.id: e for e in task.splits[config["eval"]["split"]]}
     missing = [i for i in unit["predictions"]["ids"] if i not in by_id]
     if missing:
-        raise SystemExit(f"{unit['target']} seed {unit['seed']}: example '{missing[0]}' is not in {suite} "
+        bad_input(f"{unit['target']} seed {unit['seed']}: example '{missing[0]}' is not in {suite} "
                          f"(the units were made from another copy of the suite)")
     return task, [by_id[i] for i in unit["predictions"]["ids"]]
 
@@ -214,10 +220,10 @@ def assemble(units: list[Path], suite: Path, resamples: int, like: list[Path] | 
         found = only_like(found, read_units(like))
         where += f" (only the targets and seeds of --like {' '.join(map(str, like))})"
     if not found:
-        raise SystemExit(f"{where}: no units (run `units` first)")
+        bad_input(f"{where}: no units (run `units` first)")
     common = sorted(set.intersection(*(set(seeds) for seeds in found.values())))
     if not common:
-        raise SystemExit(f"{where}: no seed has finished every target")
+        bad_input(f"{where}: no seed has finished every target")
     targets, stats, target_stats = {}, {}, {}
     for target, seeds in sorted(found.items()):
         chosen = sorted(seeds)
