@@ -187,7 +187,8 @@ def test_units_rebuild_the_suites_paired_intervals_and_transfer_deltas_from_pred
     # a --like folder holding none of them: one line, exit 2, the earlier table untouched
     before = table_file.read_bytes()
     empty = subprocess.run([sys.executable, str(script), "table", "--units", str(units),
-                            "--like", str(tmp_path / "no-such-folder"), "--suite", str(suite), "--json", str(table_file)],
+                            "--like", str(tmp_path / "no-such-folder"), "--suite", str(suite),
+                            "--json", str(table_file)],
                            capture_output=True, text=True)
     assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "no units" in empty.stderr
     assert table_file.read_bytes() == before
