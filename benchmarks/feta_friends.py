@@ -125,7 +125,7 @@ def held_out_examples(suite: Path, unit: dict[str, Any]) -> tuple[Task, list[Exa
     missing = [i for i in unit["predictions"]["ids"] if i not in by_id]
     if missing:
         bad_input(f"{unit['target']} seed {unit['seed']}: example '{missing[0]}' is not in {suite} "
-                         f"(the units were made from another copy of the suite)")
+                  f"(the units were made from another copy of the suite)")
     return task, [by_id[i] for i in unit["predictions"]["ids"]]
 
 
