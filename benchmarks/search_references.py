@@ -14,7 +14,7 @@ Asserts nothing.
 
     python benchmarks/search_references.py --units benchmarks/results/feta_friends_v3 \\
         benchmarks/results/feta_friends_v4 benchmarks/results/feta_friends_v5 \\
-        --out benchmarks/results/feta_friends --json benchmarks/results/search_references.json
+        --out benchmarks/results/feta_friends_v6 --json benchmarks/results/search_references.json
 
 (a later ``--units`` folder's unit of a target and seed replaces an earlier one's, as in ``feta_friends.py``).
 
@@ -22,7 +22,7 @@ Asserts nothing.
 each single fine-tuned ingredient too (a one-hot weighting with the head it was trained with), so dfwe would be
 the model with the lowest dev objective of all.
 
-    python benchmarks/search_references.py --units benchmarks/results/feta_friends --pool models \\
+    python benchmarks/search_references.py --units benchmarks/results/feta_friends_v6 --pool models \\
         --json benchmarks/results/search_references_models.json
 """
 

@@ -15,7 +15,7 @@ minus the reference's soups (a variant that changes the soups' head too must sti
 scored them), and minus the variant's own ``multitask-ft`` (issue 20's margin), and each retrained model minus the
 reference's. Asserts nothing.
 
-    python benchmarks/unit_variants.py --reference benchmarks/results/feta_friends \\
+    python benchmarks/unit_variants.py --reference benchmarks/results/feta_friends_v6 \\
         --variant benchmarks/results/feta_friends_v7 --suite ../shared/data/feta_friends \\
         --json benchmarks/results/unit_variants_v7.json
 """
